@@ -1,0 +1,19 @@
+//! # procsync
+//!
+//! The parent ⇄ child *sync protocol* a container runtime speaks while it sets
+//! up a container — runc's `libcontainer/sync.go`, as a Rust crate with a
+//! strict wire, a sans-IO state machine and a Go twin.
+//!
+//! The child (the runtime's `init`) asks the parent for mount source fds,
+//! hooks, readiness and the seccomp hand-off; the parent answers. Layers,
+//! bottom up:
+//!
+//! * [`schema`] — the message types, generated from `proto/` at build time;
+//! * [`wire`] — record encoding/decoding and validation (sans-IO).
+//!
+//! `docs/PROTOCOL.md` is the normative specification of the wire.
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod schema;
+pub mod wire;

@@ -1,0 +1,308 @@
+//! The rules every message must satisfy on the wire, whatever the wire format:
+//! a known type, no reserved flag bits, the HasFd/fd-count rule, the payload
+//! that fits the type, and sane values. Checks never allocate.
+//!
+//! The same function guards both directions: the decoder runs it on what the
+//! peer sent, the encoder on what the local caller wants to send.
+
+use crate::schema::{
+    IdMap, IdMapping, MessageType, Mount, MountSourceKind, Payload, SeccompTransfer, SyncMessage,
+    FLAG_HAS_FD, KNOWN_FLAGS,
+};
+use crate::wire::{ErrorKind, MAX_FDS_PER_RECORD};
+
+/// The kernel's limit on lines in `uid_map`/`gid_map` (`UID_GID_MAP_MAX_EXTENTS`).
+pub const MAX_ID_MAP_LINES: usize = 340;
+
+/// `PATH_MAX`: a path (without its NUL) must be shorter than this.
+pub const PATH_MAX: usize = 4096;
+
+/// A message that breaks a protocol rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// The type field is absent or zero.
+    #[error("message has no type")]
+    UnspecifiedType,
+    /// The type value is not one this version knows.
+    #[error("unknown message type {0}")]
+    UnknownType(i32),
+    /// A reserved flag bit is set.
+    #[error("{ty}: reserved flag bits set: {flags:#x}")]
+    ReservedFlags {
+        /// The message type.
+        ty: MessageType,
+        /// The offending flags word.
+        flags: u32,
+    },
+    /// HasFd is set (or the type requires an fd) but no fd came.
+    #[error("{ty}: expected an fd, got none")]
+    MissingFd {
+        /// The message type.
+        ty: MessageType,
+    },
+    /// An fd came that the flags or the type do not allow.
+    #[error("{ty}: unexpected fd (flags {flags:#x})")]
+    UnexpectedFd {
+        /// The message type.
+        ty: MessageType,
+        /// The flags word.
+        flags: u32,
+    },
+    /// More fds came than one record may carry.
+    #[error("{ty}: {count} fds in one record, at most 1 allowed")]
+    TooManyFds {
+        /// The message type.
+        ty: MessageType,
+        /// How many fds arrived.
+        count: usize,
+    },
+    /// The type needs a payload and has none.
+    #[error("{ty}: missing {expected} payload")]
+    MissingPayload {
+        /// The message type.
+        ty: MessageType,
+        /// The payload the type needs.
+        expected: &'static str,
+    },
+    /// The message carries a payload its type does not allow.
+    #[error("{ty}: unexpected {got} payload")]
+    UnexpectedPayload {
+        /// The message type.
+        ty: MessageType,
+        /// The payload that came.
+        got: &'static str,
+    },
+    /// A field holds a value the protocol forbids.
+    #[error("{ty}: invalid {field}: {reason}")]
+    InvalidValue {
+        /// The message type.
+        ty: MessageType,
+        /// The field, as a dotted path (`mount_please.source`).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl ValidationError {
+    /// The stable kind of this rejection.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ValidationError::UnspecifiedType => ErrorKind::UnspecifiedType,
+            ValidationError::UnknownType(_) => ErrorKind::UnknownType,
+            ValidationError::ReservedFlags { .. } => ErrorKind::ReservedFlags,
+            ValidationError::MissingFd { .. } => ErrorKind::MissingFd,
+            ValidationError::UnexpectedFd { .. } => ErrorKind::UnexpectedFd,
+            ValidationError::TooManyFds { .. } => ErrorKind::TooManyFds,
+            ValidationError::MissingPayload { .. } => ErrorKind::MissingPayload,
+            ValidationError::UnexpectedPayload { .. } => ErrorKind::UnexpectedPayload,
+            ValidationError::InvalidValue { .. } => ErrorKind::InvalidValue,
+        }
+    }
+}
+
+fn payload_name(p: &Payload) -> &'static str {
+    match p {
+        Payload::Error(_) => "error",
+        Payload::MountPlease(_) => "mount_please",
+        Payload::MountFd(_) => "mount_fd",
+        Payload::Seccomp(_) => "seccomp",
+    }
+}
+
+/// Checks `msg` as it would travel with `nfds` fds in its record.
+///
+/// Order of checks (the first failure wins, so every implementation reports
+/// the same kind): type, flags, HasFd versus fd count, payload presence,
+/// whether the type may carry an fd, then field values.
+pub fn validate(msg: &SyncMessage, nfds: usize) -> Result<MessageType, ValidationError> {
+    validate_with_flags(msg, msg.flags, nfds)
+}
+
+/// [`validate`] as if `msg.flags` were `flags` (the encoder sets HasFd itself).
+pub fn validate_with_flags(
+    msg: &SyncMessage,
+    flags: u32,
+    nfds: usize,
+) -> Result<MessageType, ValidationError> {
+    let ty = match MessageType::try_from(msg.r#type) {
+        Ok(MessageType::Unspecified) => return Err(ValidationError::UnspecifiedType),
+        Ok(t) => t,
+        Err(_) => return Err(ValidationError::UnknownType(msg.r#type)),
+    };
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(ValidationError::ReservedFlags { ty, flags });
+    }
+    let has_fd = flags & FLAG_HAS_FD != 0;
+    if nfds > MAX_FDS_PER_RECORD {
+        return Err(ValidationError::TooManyFds { ty, count: nfds });
+    }
+    if has_fd && nfds == 0 {
+        return Err(ValidationError::MissingFd { ty });
+    }
+    if !has_fd && nfds > 0 {
+        return Err(ValidationError::UnexpectedFd { ty, flags });
+    }
+
+    // Payload presence and shape.
+    let expected: Option<&'static str> = match ty {
+        MessageType::Error => Some("error"),
+        MessageType::MountPlease => Some("mount_please"),
+        MessageType::MountFd => Some("mount_fd"),
+        MessageType::Seccomp => Some("seccomp"),
+        _ => None,
+    };
+    match (&msg.payload, expected) {
+        (None, Some(expected)) => return Err(ValidationError::MissingPayload { ty, expected }),
+        (Some(p), None) => {
+            return Err(ValidationError::UnexpectedPayload {
+                ty,
+                got: payload_name(p),
+            })
+        }
+        (Some(p), Some(e)) if payload_name(p) != e => {
+            return Err(ValidationError::UnexpectedPayload {
+                ty,
+                got: payload_name(p),
+            })
+        }
+        _ => {}
+    }
+
+    // Which types carry an fd.
+    let fd_required = match &msg.payload {
+        Some(Payload::MountFd(_)) => true,
+        Some(Payload::Seccomp(s)) => matches!(s.transfer, Some(SeccompTransfer::Attached(_))),
+        _ => false,
+    };
+    if fd_required && !has_fd {
+        return Err(ValidationError::MissingFd { ty });
+    }
+    if !fd_required && has_fd {
+        return Err(ValidationError::UnexpectedFd { ty, flags });
+    }
+
+    let invalid = |field: &'static str, reason: &'static str| ValidationError::InvalidValue {
+        ty,
+        field,
+        reason,
+    };
+    match &msg.payload {
+        None => {}
+        Some(Payload::Error(e)) => {
+            if e.message.is_empty() {
+                return Err(invalid("error.message", "empty"));
+            }
+        }
+        Some(Payload::MountPlease(m)) => validate_mount(m).map_err(|(f, r)| invalid(f, r))?,
+        Some(Payload::MountFd(m)) => {
+            match MountSourceKind::try_from(m.kind) {
+                Ok(MountSourceKind::OpenTree | MountSourceKind::PlainOpen) => {}
+                Ok(MountSourceKind::Unspecified) => {
+                    return Err(invalid("mount_fd.kind", "unspecified"))
+                }
+                Err(_) => return Err(invalid("mount_fd.kind", "unknown kind")),
+            }
+            check_abs_path(&m.source).map_err(|r| invalid("mount_fd.source", r))?;
+        }
+        Some(Payload::Seccomp(s)) => match s.transfer {
+            None => return Err(invalid("seccomp.transfer", "unset")),
+            Some(SeccompTransfer::ChildFd(n)) if n < 0 => {
+                return Err(invalid("seccomp.child_fd", "negative"))
+            }
+            Some(_) => {}
+        },
+    }
+    Ok(ty)
+}
+
+fn check_no_nul(s: &str) -> Result<(), &'static str> {
+    if s.as_bytes().contains(&0) {
+        Err("contains NUL")
+    } else {
+        Ok(())
+    }
+}
+
+fn check_abs_path(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("empty");
+    }
+    if !s.starts_with('/') {
+        return Err("not an absolute path");
+    }
+    if s.len() >= PATH_MAX {
+        return Err("longer than PATH_MAX");
+    }
+    check_no_nul(s)
+}
+
+/// Checks a MountPlease payload; on failure returns `(field, reason)`.
+pub fn validate_mount(m: &Mount) -> Result<(), (&'static str, &'static str)> {
+    check_abs_path(&m.source).map_err(|r| ("mount_please.source", r))?;
+    check_abs_path(&m.destination).map_err(|r| ("mount_please.destination", r))?;
+    check_no_nul(&m.device).map_err(|r| ("mount_please.device", r))?;
+    check_no_nul(&m.data).map_err(|r| ("mount_please.data", r))?;
+    check_no_nul(&m.relabel).map_err(|r| ("mount_please.relabel", r))?;
+    if let Some(idm) = &m.id_mapping {
+        validate_id_mapping(idm)?;
+    }
+    Ok(())
+}
+
+/// Checks an id mapping; on failure returns `(field, reason)`.
+pub fn validate_id_mapping(idm: &IdMapping) -> Result<(), (&'static str, &'static str)> {
+    let has_ranges = !idm.uid_mappings.is_empty() || !idm.gid_mappings.is_empty();
+    if !idm.userns_path.is_empty() {
+        if has_ranges {
+            return Err((
+                "mount_please.id_mapping",
+                "both userns_path and id ranges set",
+            ));
+        }
+        return check_abs_path(&idm.userns_path)
+            .map_err(|r| ("mount_please.id_mapping.userns_path", r));
+    }
+    if idm.uid_mappings.is_empty() {
+        return Err(("mount_please.id_mapping.uid_mappings", "empty"));
+    }
+    if idm.gid_mappings.is_empty() {
+        return Err(("mount_please.id_mapping.gid_mappings", "empty"));
+    }
+    check_ranges(&idm.uid_mappings).map_err(|r| ("mount_please.id_mapping.uid_mappings", r))?;
+    check_ranges(&idm.gid_mappings).map_err(|r| ("mount_please.id_mapping.gid_mappings", r))
+}
+
+/// Checks one side's id-map lines the way the kernel does: at most 340
+/// lines, no empty range, no range past 2^32, no overlap on either side.
+pub fn check_ranges(maps: &[IdMap]) -> Result<(), &'static str> {
+    if maps.len() > MAX_ID_MAP_LINES {
+        return Err("more than 340 lines");
+    }
+    for m in maps {
+        if m.size == 0 {
+            return Err("empty range");
+        }
+        if u64::from(m.container_id) + u64::from(m.size) > 1 << 32
+            || u64::from(m.host_id) + u64::from(m.size) > 1 << 32
+        {
+            return Err("range overflows u32");
+        }
+    }
+    let overlaps = |a: u32, b: u32, n: u32, m: u32| {
+        let (a, b, n, m) = (u64::from(a), u64::from(b), u64::from(n), u64::from(m));
+        a < b + m && b < a + n
+    };
+    for (i, x) in maps.iter().enumerate() {
+        for y in &maps[i + 1..] {
+            if overlaps(x.container_id, y.container_id, x.size, y.size) {
+                return Err("overlapping container ranges");
+            }
+            if overlaps(x.host_id, y.host_id, x.size, y.size) {
+                return Err("overlapping host ranges");
+            }
+        }
+    }
+    Ok(())
+}

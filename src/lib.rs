@@ -17,3 +17,8 @@
 
 pub mod schema;
 pub mod wire;
+
+/// Compiles and runs the README's code examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,98 @@
+//! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) and every
+//! regression input ever found (`fuzz/regressions/<target>/`) through the
+//! very checks the cargo-fuzz targets run, on stable Rust, in every
+//! `cargo test`. Also keeps the seed part of the corpus (`seed-*` files,
+//! built from the golden vectors) in step with `tests/vectors/`; regenerate
+//! with `PROCSYNC_BLESS=1 cargo test --test fuzz_corpus`.
+
+#[path = "../fuzz/src/checks.rs"]
+mod checks;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+type Check = fn(&[u8]);
+
+fn targets() -> Vec<(&'static str, Check)> {
+    vec![("frame_decode", checks::frame_decode as Check)]
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Seeds per target, from the golden vectors: name -> input bytes.
+fn seeds(target: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    if target == "frame_decode" {
+        let text = std::fs::read_to_string(Path::new(ROOT).join("tests/vectors/native.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for section in ["valid", "decode_only", "invalid"] {
+            for c in v[section].as_array().unwrap() {
+                let mut input = vec![c["fds"].as_u64().unwrap() as u8];
+                input.extend(hex_decode(c["record"].as_str().unwrap()));
+                out.insert(format!("seed-{}", c["name"].as_str().unwrap()), input);
+            }
+        }
+    }
+    out
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+#[test]
+fn seed_corpus_is_current() {
+    let bless = std::env::var_os("PROCSYNC_BLESS").is_some();
+    for (target, _) in targets() {
+        let dir = Path::new(ROOT).join("fuzz/corpus").join(target);
+        let want = seeds(target);
+        assert!(!want.is_empty(), "{target}: no seeds");
+        if bless {
+            std::fs::create_dir_all(&dir).unwrap();
+            for old in files(&dir) {
+                if old.file_name().unwrap().to_string_lossy().starts_with("seed-") {
+                    std::fs::remove_file(old).unwrap();
+                }
+            }
+            for (name, data) in &want {
+                std::fs::write(dir.join(name), data).unwrap();
+            }
+        }
+        for (name, data) in &want {
+            let got = std::fs::read(dir.join(name)).unwrap_or_default();
+            assert!(
+                &got == data,
+                "fuzz/corpus/{target}/{name} is stale; run PROCSYNC_BLESS=1 cargo test --test fuzz_corpus"
+            );
+        }
+    }
+}
+
+#[test]
+fn replay_corpus_and_regressions() {
+    for (target, check) in targets() {
+        let mut n = 0;
+        for sub in ["fuzz/corpus", "fuzz/regressions"] {
+            for path in files(&Path::new(ROOT).join(sub).join(target)) {
+                let data = std::fs::read(&path).unwrap();
+                let r = std::panic::catch_unwind(|| check(&data));
+                assert!(r.is_ok(), "{target}: {} breaks an invariant", path.display());
+                n += 1;
+            }
+        }
+        assert!(n >= seeds(target).len(), "{target}: corpus missing ({n} inputs)");
+        println!("{target}: replayed {n} inputs");
+    }
+}

@@ -360,9 +360,22 @@ impl TypeSet {
         self.0.count_ones() as usize
     }
 
-    /// The types in the set, in wire-value order.
+    /// The types in the set, in protocol order with Error last
+    /// (MountPlease, MountFd, Hooks, HooksDone, Ready, Run, Seccomp,
+    /// SeccompDone, Error).
     pub fn iter(self) -> impl Iterator<Item = MessageType> {
-        MessageType::ALL
+        const ORDER: [MessageType; 9] = [
+            MessageType::MountPlease,
+            MessageType::MountFd,
+            MessageType::Hooks,
+            MessageType::HooksDone,
+            MessageType::Ready,
+            MessageType::Run,
+            MessageType::Seccomp,
+            MessageType::SeccompDone,
+            MessageType::Error,
+        ];
+        ORDER
             .into_iter()
             .filter(move |&ty| self.contains(ty))
     }

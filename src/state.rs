@@ -375,9 +375,7 @@ impl TypeSet {
             MessageType::SeccompDone,
             MessageType::Error,
         ];
-        ORDER
-            .into_iter()
-            .filter(move |&ty| self.contains(ty))
+        ORDER.into_iter().filter(move |&ty| self.contains(ty))
     }
 
     const fn bit(ty: MessageType) -> u16 {

@@ -5,9 +5,7 @@
 
 use procsync::policy::{ConfiguredMounts, MountPolicy};
 use procsync::schema::{MessageType as T, Mount};
-use procsync::state::{
-    Direction, Event, Flow, Machine, Origin, Role, State, StateError, TypeSet,
-};
+use procsync::state::{Direction, Event, Flow, Machine, Origin, Role, State, StateError, TypeSet};
 use proptest::prelude::*;
 use regex::Regex;
 
@@ -51,7 +49,12 @@ const LEGAL: &[(State, Role, T, State)] = &[
     (State::AwaitRun, C, T::Error, State::Failed),
     (State::Running, C, T::Seccomp, State::AwaitSeccompDone),
     (State::Running, C, T::Error, State::Failed),
-    (State::AwaitSeccompDone, P, T::SeccompDone, State::AfterSeccomp),
+    (
+        State::AwaitSeccompDone,
+        P,
+        T::SeccompDone,
+        State::AfterSeccomp,
+    ),
     (State::AwaitSeccompDone, P, T::Error, State::Failed),
     (State::AwaitSeccompDone, C, T::Error, State::Failed),
     (State::AfterSeccomp, C, T::Error, State::Failed),
@@ -89,10 +92,7 @@ fn conversation_paths(flow: Flow) -> Vec<(State, Vec<Step>)> {
     let mut paths = vec![];
     if flow == Flow::Init {
         paths.push((State::Mounting, vec![]));
-        paths.push((
-            State::Mounting,
-            vec![(C, T::MountPlease), (P, T::MountFd)],
-        ));
+        paths.push((State::Mounting, vec![(C, T::MountPlease), (P, T::MountFd)]));
         paths.push((State::AwaitMountFd, vec![(C, T::MountPlease)]));
         paths.push((
             State::AwaitMountFd,
@@ -167,7 +167,14 @@ fn check_situation(what: &str, m: Machine, x: &Expect) {
             (Err(e), Some(_)) => panic!("{ctx}: send {ty} rejected, table says legal: {e}"),
             (Err(e), None) => {
                 assert_eq!(s, m, "{ctx}: a rejected send must change nothing");
-                check_error(&ctx, &e, &m, Direction::Send, Event::Message(ty), set(&x.sends));
+                check_error(
+                    &ctx,
+                    &e,
+                    &m,
+                    Direction::Send,
+                    Event::Message(ty),
+                    set(&x.sends),
+                );
                 assert!(e.to_string().starts_with(&prefix), "{ctx}: {e}");
             }
         }
@@ -178,15 +185,29 @@ fn check_situation(what: &str, m: Machine, x: &Expect) {
             (Ok(()), None) => panic!("{ctx}: recv {ty} accepted, table says illegal"),
             (Err(e), Some(_)) => panic!("{ctx}: recv {ty} rejected, table says legal: {e}"),
             (Err(e), None) => {
-                check_error(&ctx, &e, &m, Direction::Recv, Event::Message(ty), set(&x.recvs));
+                check_error(
+                    &ctx,
+                    &e,
+                    &m,
+                    Direction::Recv,
+                    Event::Message(ty),
+                    set(&x.recvs),
+                );
                 assert!(e.to_string().starts_with(&prefix), "{ctx}: {e}");
                 let after = match x.state {
                     State::Failed | State::Broken | State::Closed => x.state,
                     _ => State::Broken,
                 };
                 assert_eq!(r.state(), after, "{ctx}: after a rejected recv of {ty}");
-                assert_eq!(r.pending(), x.pending, "{ctx}: Broken keeps the pending request");
-                assert!(r.on_recv(T::Error).is_err(), "{ctx}: nothing after a violation");
+                assert_eq!(
+                    r.pending(),
+                    x.pending,
+                    "{ctx}: Broken keeps the pending request"
+                );
+                assert!(
+                    r.on_recv(T::Error).is_err(),
+                    "{ctx}: nothing after a violation"
+                );
             }
         }
     }
@@ -201,7 +222,10 @@ fn check_situation(what: &str, m: Machine, x: &Expect) {
     l.on_close();
     assert_eq!(l.state(), State::Closed, "{ctx}");
     if x.state == State::Closed {
-        assert!(peer.is_ok() && local.is_ok(), "{ctx}: closing twice is idempotent");
+        assert!(
+            peer.is_ok() && local.is_ok(),
+            "{ctx}: closing twice is idempotent"
+        );
         return;
     }
     assert_eq!(c.closed_by(), Some(Origin::Peer), "{ctx}");
@@ -211,7 +235,10 @@ fn check_situation(what: &str, m: Machine, x: &Expect) {
         (local, Direction::Send, set(&x.sends)),
     ] {
         match result {
-            Ok(()) => assert!(x.close_orderly, "{ctx}: {dir:?} close accepted, table says not"),
+            Ok(()) => assert!(
+                x.close_orderly,
+                "{ctx}: {dir:?} close accepted, table says not"
+            ),
             Err(e) => {
                 assert!(!x.close_orderly, "{ctx}: {dir:?} close rejected: {e}");
                 check_error(&ctx, &e, &m, dir, Event::Close, expected);
@@ -263,7 +290,11 @@ fn every_conversation_state_matches_the_table() {
                     recvs: pick(role.peer()),
                     close_orderly: ORDERLY_CLOSE.contains(&state),
                 };
-                check_situation(&format!("{state} via {path:?}"), drive(role, flow, &path), &x);
+                check_situation(
+                    &format!("{state} via {path:?}"),
+                    drive(role, flow, &path),
+                    &x,
+                );
                 checked += 1;
             }
         }
@@ -277,12 +308,8 @@ fn every_conversation_state_matches_the_table() {
 fn every_terminal_situation_matches_the_table() {
     use State::{Broken, Closed, Failed};
     let none: Vec<(T, State)> = vec![];
-    let init_to_running: Vec<Step> = vec![
-        (C, T::Hooks),
-        (P, T::HooksDone),
-        (C, T::Ready),
-        (P, T::Run),
-    ];
+    let init_to_running: Vec<Step> =
+        vec![(C, T::Hooks), (P, T::HooksDone), (C, T::Ready), (P, T::Run)];
 
     // Closed after an orderly close: nothing either way.
     for role in Role::ALL {
@@ -305,9 +332,20 @@ fn every_terminal_situation_matches_the_table() {
     }
 
     // Failed. (situation, role, path, what may still cross the local Error)
-    let failed: Vec<(&str, Role, Vec<Step>, Vec<(T, State)>)> = vec![
-        ("child Error in Mounting", C, vec![(C, T::Error)], none.clone()),
-        ("child Error in Mounting", P, vec![(C, T::Error)], none.clone()),
+    type FailedCase = (&'static str, Role, Vec<Step>, Vec<(T, State)>);
+    let failed: Vec<FailedCase> = vec![
+        (
+            "child Error in Mounting",
+            C,
+            vec![(C, T::Error)],
+            none.clone(),
+        ),
+        (
+            "child Error in Mounting",
+            P,
+            vec![(C, T::Error)],
+            none.clone(),
+        ),
         (
             "child Error while MountPlease pending",
             C,
@@ -388,9 +426,18 @@ fn every_terminal_situation_matches_the_table() {
 
     // Broken: the peer broke the protocol. (situation, role, flow, path, bad message,
     // pending, may the local side still send Error?)
-    let broken: Vec<(&str, Role, Flow, Vec<Step>, T, Option<T>, bool)> = vec![
+    type BrokenCase = (&'static str, Role, Flow, Vec<Step>, T, Option<T>, bool);
+    let broken: Vec<BrokenCase> = vec![
         ("child sent Run", P, Flow::Init, vec![], T::Run, None, false),
-        ("parent sent Run unasked", C, Flow::Init, vec![], T::Run, None, true),
+        (
+            "parent sent Run unasked",
+            C,
+            Flow::Init,
+            vec![],
+            T::Run,
+            None,
+            true,
+        ),
         (
             "child sent Hooks while MountPlease pending",
             P,
@@ -665,7 +712,7 @@ proptest! {
         for role in Role::ALL {
             let re = cached_grammar(role, flow);
             let reference = (0..=evs.len())
-                .take_while(|&n| valid_prefix(&re, &tokens[..n]))
+                .take_while(|&n| valid_prefix(re, &tokens[..n]))
                 .last()
                 .unwrap_or(0);
             let machine = machine_accepts(role, flow, &evs);
@@ -683,10 +730,27 @@ fn reference_grammar_sanity() {
     let init_p = grammar(P, Flow::Init);
     let init_c = grammar(C, Flow::Init);
     let exec_p = grammar(P, Flow::Exec);
-    for ok in ["HhRr.", "MmMmMmHhRrSs.", "MmHhRrE.", "ME.", "Me.", "MeE.", "HhRrSsE."] {
+    for ok in [
+        "HhRr.",
+        "MmMmMmHhRrSs.",
+        "MmHhRrE.",
+        "ME.",
+        "Me.",
+        "MeE.",
+        "HhRrSsE.",
+    ] {
         assert!(init_p.is_match(ok), "{ok}");
     }
-    for bad in ["HhRr", "HhHhRr.", "HhRrMm.", "Rr.", "HhR.", "HhRrSsSs.", "e.", "MEm."] {
+    for bad in [
+        "HhRr",
+        "HhHhRr.",
+        "HhRrMm.",
+        "Rr.",
+        "HhR.",
+        "HhRrSsSs.",
+        "e.",
+        "MEm.",
+    ] {
         assert!(!init_p.is_match(bad), "{bad}");
     }
     assert!(init_c.is_match("MEm.") && init_c.is_match("MEe.") && !init_c.is_match("MeE."));
@@ -720,7 +784,10 @@ fn full_init_flow_with_three_mounts_and_seccomp() {
     exchange(&mut child, &mut parent, T::Ready);
     assert!(parent.check_peer_close().is_err(), "Ready is pending");
     exchange(&mut parent, &mut child, T::Run);
-    assert!(parent.check_peer_close().is_ok(), "the child may close after Run");
+    assert!(
+        parent.check_peer_close().is_ok(),
+        "the child may close after Run"
+    );
     exchange(&mut child, &mut parent, T::Seccomp);
     exchange(&mut parent, &mut child, T::SeccompDone);
     assert_eq!(child.state(), State::AfterSeccomp);
@@ -921,8 +988,14 @@ fn crossing_errors_are_tolerated_once() {
     child.on_send(T::Error).unwrap();
     parent.on_recv(T::Error).unwrap();
     child.on_recv(T::Error).unwrap();
-    assert!(parent.on_recv(T::Error).is_err(), "only one message crosses");
-    assert!(child.on_recv(T::MountFd).is_err(), "only one message crosses");
+    assert!(
+        parent.on_recv(T::Error).is_err(),
+        "only one message crosses"
+    );
+    assert!(
+        child.on_recv(T::MountFd).is_err(),
+        "only one message crosses"
+    );
 }
 
 #[test]

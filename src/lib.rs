@@ -21,3 +21,8 @@ pub mod policy;
 pub mod schema;
 pub mod state;
 pub mod wire;
+
+/// Compiles and runs the README's code examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

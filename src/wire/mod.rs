@@ -2,7 +2,7 @@
 //! bytes of one `SOCK_SEQPACKET` record and back. Sans-IO: no syscalls here.
 //!
 //! * [`native`] — procsync's own framing: `varint(len) || protobuf body`.
-//! * [`validate`] — the rules every decoded message must satisfy, shared by
+//! * [`mod@validate`] — the rules every decoded message must satisfy, shared by
 //!   every wire format (types, flag bits, the HasFd/fd-count rule, payload
 //!   shapes and values).
 //!

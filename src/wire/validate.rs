@@ -190,11 +190,10 @@ pub fn validate_with_flags(
     };
     match &msg.payload {
         None => {}
-        Some(Payload::Error(e)) => {
-            if e.message.is_empty() {
-                return Err(invalid("error.message", "empty"));
-            }
+        Some(Payload::Error(e)) if e.message.is_empty() => {
+            return Err(invalid("error.message", "empty"));
         }
+        Some(Payload::Error(_)) => {}
         Some(Payload::MountPlease(m)) => validate_mount(m).map_err(|(f, r)| invalid(f, r))?,
         Some(Payload::MountFd(m)) => {
             match MountSourceKind::try_from(m.kind) {

@@ -216,12 +216,20 @@ impl ConfiguredMounts {
 
 impl MountPolicy for ConfiguredMounts {
     fn check(&mut self, req: &Mount) -> Result<(), PolicyRefusal> {
+        self.serve(req).map(|_| ())
+    }
+}
+
+impl ConfiguredMounts {
+    /// Like [`MountPolicy::check`], but says which configured entry served
+    /// the request, so the caller can open exactly what was configured.
+    pub fn serve(&mut self, req: &Mount) -> Result<usize, PolicyRefusal> {
         let mut last_served = None;
         for (i, configured) in self.mounts.iter().enumerate() {
             if mount_matches(configured, req) {
                 if !self.served[i] {
                     self.served[i] = true;
-                    return Ok(());
+                    return Ok(i);
                 }
                 last_served = Some(i);
             }

@@ -57,11 +57,13 @@
 //!                                                            ^  ^
 //!   any state above ------ Error (C) ---+                    |  |
 //!   any Await* state ----- Error (P) ---+--> +--------+      |  |
-//!   Broken --------- Error (local) -----+    | Failed |------+  |
+//!   Broken --------- Error (local*) ----+    | Failed |------+  |
 //!                                            +--------+ close   |
-//!   on_recv rejected (peer violation) -----> +--------+         |
-//!   from any state above                     | Broken |---------+
+//!   a rejected incoming message -----------> +--------+         |
+//!   (peer violation) from any state above    | Broken |---------+
 //!                                            +--------+ close
+//!
+//!   * the parent only if a request was pending; see Violations.
 //! ```
 //!
 //! Rules the diagram does not show:
@@ -75,7 +77,7 @@
 //!   parent that replied Error may still receive the child's Error, and a
 //!   child that sent Error while a request was pending may still receive the
 //!   reply (or the parent's Error). Nothing else is accepted after Error.
-//! * **Broken.** When [`Machine::on_recv`] rejects a message, the peer broke
+//! * **Violations (Broken).** When [`Machine::on_recv`] rejects a message, the peer broke
 //!   the protocol and the machine moves to [`State::Broken`]: the local side
 //!   may send one Error explaining why (the parent only if a request was
 //!   pending, as above) and must then close. A rejected [`Machine::on_send`]

@@ -83,9 +83,9 @@ fn configured_mount_is_served_once() {
 #[test]
 fn duplicates_in_the_config_are_each_served_once() {
     let mut p = ConfiguredMounts::new([data(), idmapped(), data()]);
-    assert_eq!(p.check(&data()), Ok(()));
+    assert_eq!(p.serve(&data()), Ok(0));
     assert!(p.is_served(0) && !p.is_served(2));
-    assert_eq!(p.check(&data()), Ok(()));
+    assert_eq!(p.serve(&data()), Ok(2));
     assert!(p.is_served(2));
     assert!(matches!(
         p.check(&data()),

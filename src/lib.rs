@@ -9,13 +9,17 @@
 //! bottom up:
 //!
 //! * [`schema`] — the message types, generated from `proto/` at build time;
-//! * [`wire`] — record encoding/decoding and validation (sans-IO).
+//! * [`wire`] — record encoding/decoding and validation (sans-IO);
+//! * [`state`] — the legal order of messages, a sans-IO state machine per side;
+//! * [`policy`] — which mount requests the parent serves.
 //!
 //! `docs/PROTOCOL.md` is the normative specification of the wire.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod policy;
 pub mod schema;
+pub mod state;
 pub mod wire;
 
 /// Compiles and runs the README's code examples as doctests.

@@ -30,7 +30,8 @@ fn hex_decode(s: &str) -> Vec<u8> {
 fn seeds(target: &str) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     if target == "frame_decode" {
-        let text = std::fs::read_to_string(Path::new(ROOT).join("tests/vectors/native.json")).unwrap();
+        let text =
+            std::fs::read_to_string(Path::new(ROOT).join("tests/vectors/native.json")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         for section in ["valid", "decode_only", "invalid"] {
             for c in v[section].as_array().unwrap() {
@@ -45,7 +46,10 @@ fn seeds(target: &str) -> BTreeMap<String, Vec<u8>> {
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect(),
+        Ok(rd) => rd
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect(),
         Err(_) => Vec::new(),
     };
     v.sort();
@@ -62,7 +66,12 @@ fn seed_corpus_is_current() {
         if bless {
             std::fs::create_dir_all(&dir).unwrap();
             for old in files(&dir) {
-                if old.file_name().unwrap().to_string_lossy().starts_with("seed-") {
+                if old
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("seed-")
+                {
                     std::fs::remove_file(old).unwrap();
                 }
             }
@@ -88,11 +97,18 @@ fn replay_corpus_and_regressions() {
             for path in files(&Path::new(ROOT).join(sub).join(target)) {
                 let data = std::fs::read(&path).unwrap();
                 let r = std::panic::catch_unwind(|| check(&data));
-                assert!(r.is_ok(), "{target}: {} breaks an invariant", path.display());
+                assert!(
+                    r.is_ok(),
+                    "{target}: {} breaks an invariant",
+                    path.display()
+                );
                 n += 1;
             }
         }
-        assert!(n >= seeds(target).len(), "{target}: corpus missing ({n} inputs)");
+        assert!(
+            n >= seeds(target).len(),
+            "{target}: corpus missing ({n} inputs)"
+        );
         println!("{target}: replayed {n} inputs");
     }
 }

@@ -16,7 +16,10 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 type Check = fn(&[u8]);
 
 fn targets() -> Vec<(&'static str, Check)> {
-    vec![("frame_decode", checks::frame_decode as Check)]
+    vec![
+        ("frame_decode", checks::frame_decode as Check),
+        ("state_machine", checks::state_machine as Check),
+    ]
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {
@@ -39,6 +42,46 @@ fn seeds(target: &str) -> BTreeMap<String, Vec<u8>> {
                 input.extend(hex_decode(c["record"].as_str().unwrap()));
                 out.insert(format!("seed-{}", c["name"].as_str().unwrap()), input);
             }
+        }
+    }
+    if target == "state_machine" {
+        // Conversations in the grammar's tokens (see checks::grammar), as
+        // input bytes: byte 0 picks the flow (odd = exec), then one byte per
+        // event: 0x80 = sent by the child, low nibble = message type or 0xf
+        // for a close.
+        let seeds = [
+            ("init_full", false, "MmMmHhRrSs."),
+            ("init_minimal", false, "HhRr."),
+            ("init_error_mid", false, "MmME."),
+            ("init_parent_error_reply", false, "Me."),
+            ("init_crossing_errors", false, "MEe."),
+            ("init_mount_after_hooks", false, "HhM"),
+            ("init_close_before_ready", false, "Hh."),
+            ("exec_full", true, "RrSs."),
+            ("exec_minimal", true, "Rr."),
+            ("exec_hooks_rejected", true, "H"),
+            ("exec_run_unasked", true, "r"),
+        ];
+        for (name, exec, tokens) in seeds {
+            let mut input = vec![u8::from(exec)];
+            for t in tokens.chars() {
+                let (child, ty) = match t {
+                    'E' => (true, 1),
+                    'R' => (true, 2),
+                    'H' => (true, 4),
+                    'M' => (true, 6),
+                    'S' => (true, 8),
+                    'e' => (false, 1),
+                    'r' => (false, 3),
+                    'h' => (false, 5),
+                    'm' => (false, 7),
+                    's' => (false, 9),
+                    '.' => (true, 0x0f),
+                    _ => unreachable!(),
+                };
+                input.push(if child { 0x80 | ty } else { ty });
+            }
+            out.insert(format!("seed-{name}"), input);
         }
     }
     out

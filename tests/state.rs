@@ -7,7 +7,10 @@ use procsync::policy::{ConfiguredMounts, MountPolicy};
 use procsync::schema::{MessageType as T, Mount};
 use procsync::state::{Direction, Event, Flow, Machine, Origin, Role, State, StateError, TypeSet};
 use proptest::prelude::*;
-use regex::Regex;
+
+#[path = "../fuzz/src/checks.rs"]
+mod checks;
+use checks::grammar::{cached_grammar, grammar, machine_accepts, token, valid_prefix, Ev};
 
 const C: Role = Role::Child;
 const P: Role = Role::Parent;
@@ -509,112 +512,6 @@ fn every_terminal_situation_matches_the_table() {
 // message of a type its sender never sends (a reply from the child, a request
 // from the parent, or Unspecified).
 // ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy)]
-enum Ev {
-    Msg(Role, T),
-    Close(Role),
-}
-
-fn token(ev: Ev) -> char {
-    match ev {
-        Ev::Close(_) => '.',
-        Ev::Msg(C, t) => match t {
-            T::MountPlease => 'M',
-            T::Hooks => 'H',
-            T::Ready => 'R',
-            T::Seccomp => 'S',
-            T::Error => 'E',
-            _ => '?',
-        },
-        Ev::Msg(P, t) => match t {
-            T::MountFd => 'm',
-            T::HooksDone => 'h',
-            T::Run => 'r',
-            T::SeccompDone => 's',
-            T::Error => 'e',
-            _ => '?',
-        },
-    }
-}
-
-/// The complete conversations (ending in a close), as seen by `role`.
-fn grammar(role: Role, flow: Flow) -> Regex {
-    // Stable points: Mounting, BeforeReady, Running, AfterSeccomp.
-    let (a, b) = match flow {
-        Flow::Init => ("(?:Mm)*", "(?:Mm)*Hh"),
-        Flow::Exec => ("(?:NEVER)", ""),
-    };
-    let c = format!("{b}Rr");
-    let d = format!("{c}Ss");
-    // Pending requests and their replies.
-    let mut pending: Vec<(String, char)> = vec![(format!("{b}R"), 'r'), (format!("{c}S"), 's')];
-    if flow == Flow::Init {
-        pending.push((format!("{a}M"), 'm'));
-        pending.push((format!("{a}H"), 'h'));
-    }
-    let mut alts = vec![
-        format!("(?:{c}|{d})\\."),
-        format!("(?:{a}|{b}|{c}|{d})E\\."),
-    ];
-    for (req, reply) in pending {
-        match role {
-            // The child's Error may cross the parent's reply or Error.
-            C => {
-                alts.push(format!("{req}E[{reply}e]?\\."));
-                alts.push(format!("{req}e\\."));
-            }
-            // The parent's Error reply may cross the child's Error.
-            P => {
-                alts.push(format!("{req}E\\."));
-                alts.push(format!("{req}eE?\\."));
-            }
-        }
-    }
-    Regex::new(&format!("^(?:{})$", alts.join("|"))).unwrap()
-}
-
-/// [`grammar`], compiled once per (role, flow).
-fn cached_grammar(role: Role, flow: Flow) -> &'static Regex {
-    static CACHE: std::sync::OnceLock<[Regex; 4]> = std::sync::OnceLock::new();
-    let all = CACHE.get_or_init(|| {
-        [
-            grammar(P, Flow::Init),
-            grammar(P, Flow::Exec),
-            grammar(C, Flow::Init),
-            grammar(C, Flow::Exec),
-        ]
-    });
-    &all[(role == C) as usize * 2 + (flow == Flow::Exec) as usize]
-}
-
-/// A valid prefix is one some complete conversation starts with. From any
-/// live point the child may send Error and close, so three completions decide.
-fn valid_prefix(re: &Regex, p: &str) -> bool {
-    re.is_match(p) || re.is_match(&format!("{p}.")) || re.is_match(&format!("{p}E."))
-}
-
-/// Feeds `evs` to a machine; returns how many were accepted before the first
-/// rejection.
-fn machine_accepts(role: Role, flow: Flow, evs: &[Ev]) -> usize {
-    let mut m = Machine::new(role, flow);
-    for (i, &ev) in evs.iter().enumerate() {
-        let ok = match ev {
-            Ev::Msg(sender, t) if sender == role => m.on_send(t).is_ok(),
-            Ev::Msg(_, t) => m.on_recv(t).is_ok(),
-            Ev::Close(closer) if closer == role => {
-                let ok = m.check_close().is_ok();
-                m.on_close();
-                ok
-            }
-            Ev::Close(_) => m.on_peer_closed().is_ok(),
-        };
-        if !ok {
-            return i;
-        }
-    }
-    evs.len()
-}
 
 fn any_role() -> impl Strategy<Value = Role> {
     prop_oneof![Just(P), Just(C)]

@@ -1,5 +1,7 @@
 // Invariant checks shared by the fuzz targets and the corpus replay test.
 // Every function takes the raw fuzz input and panics if an invariant breaks.
+// (Each includer uses a different subset.)
+#![allow(dead_code)]
 
 use bytes::BytesMut;
 use procsync::wire::{native, validate, Limits, MAX_RECORD_CEILING};
@@ -36,5 +38,185 @@ pub fn frame_decode(data: &[u8]) {
             assert!(!e.kind().as_str().is_empty());
             assert!(!e.to_string().is_empty());
         }
+    }
+}
+
+/// An independent reference for the state machine: the legal conversations
+/// as regular expressions over a token string. Shared by `tests/state.rs`
+/// (proptest) and the `state_machine` fuzz target.
+///
+/// Tokens: child messages are upper case (M MountPlease, H Hooks, R Ready,
+/// S Seccomp, E Error), parent messages lower case (m MountFd, h HooksDone,
+/// r Run, s SeccompDone, e Error), `.` is a close by either side, `?` is a
+/// message of a type its sender never sends.
+pub mod grammar {
+    use procsync::schema::MessageType as T;
+    use procsync::state::{Flow, Machine, Role};
+    use regex::Regex;
+
+    const C: Role = Role::Child;
+    const P: Role = Role::Parent;
+
+    /// One event of a conversation: a message from a role, or a close by a role.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Ev {
+        Msg(Role, T),
+        Close(Role),
+    }
+
+    pub fn token(ev: Ev) -> char {
+        match ev {
+            Ev::Close(_) => '.',
+            Ev::Msg(C, t) => match t {
+                T::MountPlease => 'M',
+                T::Hooks => 'H',
+                T::Ready => 'R',
+                T::Seccomp => 'S',
+                T::Error => 'E',
+                _ => '?',
+            },
+            Ev::Msg(P, t) => match t {
+                T::MountFd => 'm',
+                T::HooksDone => 'h',
+                T::Run => 'r',
+                T::SeccompDone => 's',
+                T::Error => 'e',
+                _ => '?',
+            },
+        }
+    }
+
+    /// The complete conversations (ending in a close), as seen by `role`.
+    pub fn grammar(role: Role, flow: Flow) -> Regex {
+        // Stable points: Mounting, BeforeReady, Running, AfterSeccomp.
+        let (a, b) = match flow {
+            Flow::Init => ("(?:Mm)*", "(?:Mm)*Hh"),
+            Flow::Exec => ("(?:NEVER)", ""),
+        };
+        let c = format!("{b}Rr");
+        let d = format!("{c}Ss");
+        // Pending requests and their replies.
+        let mut pending: Vec<(String, char)> = vec![(format!("{b}R"), 'r'), (format!("{c}S"), 's')];
+        if flow == Flow::Init {
+            pending.push((format!("{a}M"), 'm'));
+            pending.push((format!("{a}H"), 'h'));
+        }
+        let mut alts = vec![
+            format!("(?:{c}|{d})\\."),
+            format!("(?:{a}|{b}|{c}|{d})E\\."),
+        ];
+        for (req, reply) in pending {
+            match role {
+                // The child's Error may cross the parent's reply or Error.
+                C => {
+                    alts.push(format!("{req}E[{reply}e]?\\."));
+                    alts.push(format!("{req}e\\."));
+                }
+                // The parent's Error reply may cross the child's Error.
+                P => {
+                    alts.push(format!("{req}E\\."));
+                    alts.push(format!("{req}eE?\\."));
+                }
+            }
+        }
+        Regex::new(&format!("^(?:{})$", alts.join("|"))).unwrap()
+    }
+
+    /// [`grammar`], compiled once per (role, flow).
+    pub fn cached_grammar(role: Role, flow: Flow) -> &'static Regex {
+        static CACHE: std::sync::OnceLock<[Regex; 4]> = std::sync::OnceLock::new();
+        let all = CACHE.get_or_init(|| {
+            [
+                grammar(P, Flow::Init),
+                grammar(P, Flow::Exec),
+                grammar(C, Flow::Init),
+                grammar(C, Flow::Exec),
+            ]
+        });
+        &all[(role == C) as usize * 2 + (flow == Flow::Exec) as usize]
+    }
+
+    /// A valid prefix is one some complete conversation starts with. From any
+    /// live point the child may send Error and close, so three completions decide.
+    pub fn valid_prefix(re: &Regex, p: &str) -> bool {
+        re.is_match(p) || re.is_match(&format!("{p}.")) || re.is_match(&format!("{p}E."))
+    }
+
+    /// Feeds `evs` to a machine; returns how many were accepted before the first
+    /// rejection.
+    pub fn machine_accepts(role: Role, flow: Flow, evs: &[Ev]) -> usize {
+        let mut m = Machine::new(role, flow);
+        for (i, &ev) in evs.iter().enumerate() {
+            let ok = match ev {
+                Ev::Msg(sender, t) if sender == role => m.on_send(t).is_ok(),
+                Ev::Msg(_, t) => m.on_recv(t).is_ok(),
+                Ev::Close(closer) if closer == role => {
+                    let ok = m.check_close().is_ok();
+                    m.on_close();
+                    ok
+                }
+                Ev::Close(_) => m.on_peer_closed().is_ok(),
+            };
+            if !ok {
+                return i;
+            }
+        }
+        evs.len()
+    }
+}
+
+/// Input: arbitrary bytes read as a flow and a list of events (a message
+/// from either role of any type, or a close by either role).
+///
+/// Invariant: for both roles, the machine accepts exactly the longest prefix
+/// the reference grammar accepts, and after a rejection the machine never
+/// reports an orderly finish it did not reach.
+pub fn state_machine(data: &[u8]) {
+    use grammar::{cached_grammar, machine_accepts, token, valid_prefix, Ev};
+    use procsync::schema::MessageType;
+    use procsync::state::{Flow, Role};
+
+    let mut u = arbitrary::Unstructured::new(data);
+    let flow = if u.arbitrary::<bool>().unwrap_or(false) {
+        Flow::Exec
+    } else {
+        Flow::Init
+    };
+    let mut evs = Vec::new();
+    let mut closes = 0;
+    while let Ok(b) = u.arbitrary::<u8>() {
+        let role = if b & 0x80 != 0 {
+            Role::Child
+        } else {
+            Role::Parent
+        };
+        let ev = match b & 0x0f {
+            n @ 0..=9 => Ev::Msg(role, MessageType::try_from(i32::from(n)).unwrap()),
+            _ => Ev::Close(role),
+        };
+        if let Ev::Close(_) = ev {
+            closes += 1;
+            // A second close is idempotent, which the grammar does not model.
+            if closes > 1 {
+                break;
+            }
+        }
+        evs.push(ev);
+        if evs.len() >= 64 {
+            break;
+        }
+    }
+    let tokens: String = evs.iter().map(|&e| token(e)).collect();
+    for role in Role::ALL {
+        let re = cached_grammar(role, flow);
+        let reference = (0..=evs.len())
+            .take_while(|&n| valid_prefix(re, &tokens[..n]))
+            .last()
+            .unwrap_or(0);
+        let accepted = machine_accepts(role, flow, &evs);
+        assert_eq!(
+            accepted, reference,
+            "{role} {flow}: {evs:?} (tokens {tokens:?})"
+        );
     }
 }

@@ -9,11 +9,13 @@
 //! bottom up:
 //!
 //! * [`schema`] — the message types, generated from `proto/` at build time;
-//! * [`wire`] — record encoding/decoding and validation (sans-IO).
+//! * [`wire`] — record encoding/decoding and validation (sans-IO);
+//! * [`transport`] — the seqpacket sync socket (records, fds, deadlines).
 //!
 //! `docs/PROTOCOL.md` is the normative specification of the wire.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod schema;
+pub mod transport;
 pub mod wire;

@@ -33,7 +33,9 @@ fn soon(ms: u64) -> Option<Instant> {
 }
 
 fn is_cloexec(fd: impl AsFd) -> bool {
-    rustix::io::fcntl_getfd(fd).unwrap().contains(FdFlags::CLOEXEC)
+    rustix::io::fcntl_getfd(fd)
+        .unwrap()
+        .contains(FdFlags::CLOEXEC)
 }
 
 fn same_file(a: impl AsFd, b: impl AsFd) -> bool {
@@ -48,7 +50,10 @@ fn every_kind_round_trips_across_processes() {
     let file = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
     let mount = Mount::bind("/var/lib/data", "/data")
         .recursive()
-        .with_id_mapping(IdMapping::ranges(vec![IdMap::new(0, 100000, 65536)], vec![IdMap::new(0, 100000, 65536)]));
+        .with_id_mapping(IdMapping::ranges(
+            vec![IdMap::new(0, 100000, 65536)],
+            vec![IdMap::new(0, 100000, 65536)],
+        ));
     let cases: Vec<(SyncMessage, bool)> = vec![
         (SyncMessage::error("mount failed: EPERM"), false),
         (SyncMessage::ready(), false),
@@ -56,8 +61,14 @@ fn every_kind_round_trips_across_processes() {
         (SyncMessage::hooks(), false),
         (SyncMessage::hooks_done(), false),
         (SyncMessage::mount_please(mount), false),
-        (SyncMessage::mount_fd(MountSourceKind::OpenTree, "/var/lib/data"), true),
-        (SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/var/lib/data"), true),
+        (
+            SyncMessage::mount_fd(MountSourceKind::OpenTree, "/var/lib/data"),
+            true,
+        ),
+        (
+            SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/var/lib/data"),
+            true,
+        ),
         (SyncMessage::seccomp_attached(), true),
         (SyncMessage::seccomp_child_fd(7), false),
         (SyncMessage::seccomp_done(), false),
@@ -100,31 +111,55 @@ fn has_fd_is_set_by_the_codec_iff_an_fd_is_attached() {
     a.send(&ready, None).unwrap();
     let rec = b.recv_record(&mut buf, 1, soon(1000)).unwrap();
     assert!(rec.fds.is_empty());
-    assert_eq!(native::decode(&buf, 0, &Limits::default()).unwrap().flags, 0);
+    assert_eq!(
+        native::decode(&buf, 0, &Limits::default()).unwrap().flags,
+        0
+    );
 
     // With an fd, HasFd is on the wire and the fd rides in the same record.
-    a.send(&SyncMessage::seccomp_attached(), Some(file.as_fd())).unwrap();
+    a.send(&SyncMessage::seccomp_attached(), Some(file.as_fd()))
+        .unwrap();
     let rec = b.recv_record(&mut buf, 1, soon(1000)).unwrap();
     assert_eq!(rec.fds.len(), 1);
     assert_eq!(rec.len, buf.len());
-    assert_eq!(native::decode(&buf, 1, &Limits::default()).unwrap().flags, FLAG_HAS_FD);
+    assert_eq!(
+        native::decode(&buf, 1, &Limits::default()).unwrap().flags,
+        FLAG_HAS_FD
+    );
 
     // Types that need (or forbid) an fd are refused locally, nothing sent.
     let before = fd_count();
     let e = a
-        .send(&SyncMessage::mount_fd(MountSourceKind::OpenTree, "/a"), None)
+        .send(
+            &SyncMessage::mount_fd(MountSourceKind::OpenTree, "/a"),
+            None,
+        )
         .unwrap_err();
     assert!(
-        matches!(e, TransportError::Encode(EncodeError::Invalid(ValidationError::MissingFd { ty: MessageType::MountFd }))),
+        matches!(
+            e,
+            TransportError::Encode(EncodeError::Invalid(ValidationError::MissingFd {
+                ty: MessageType::MountFd
+            }))
+        ),
         "{e:?}"
     );
     assert_eq!(e.origin(), Origin::Local);
     let e = a.send(&SyncMessage::run(), Some(file.as_fd())).unwrap_err();
     assert!(
-        matches!(e, TransportError::Encode(EncodeError::Invalid(ValidationError::UnexpectedFd { ty: MessageType::Run, .. }))),
+        matches!(
+            e,
+            TransportError::Encode(EncodeError::Invalid(ValidationError::UnexpectedFd {
+                ty: MessageType::Run,
+                ..
+            }))
+        ),
         "{e:?}"
     );
-    assert!(matches!(b.recv_deadline(soon(50)), Err(TransportError::Timeout { .. })));
+    assert!(matches!(
+        b.recv_deadline(soon(50)),
+        Err(TransportError::Timeout { .. })
+    ));
     assert_eq!(fd_count(), before);
 }
 
@@ -132,28 +167,61 @@ fn has_fd_is_set_by_the_codec_iff_an_fd_is_attached() {
 fn oversize_and_empty_records_are_refused_before_any_syscall() {
     let _g = serial();
     let (a, b) = SyncSocket::pair().unwrap();
-    let e = a.send(&SyncMessage::error("x".repeat(70_000)), None).unwrap_err();
+    let e = a
+        .send(&SyncMessage::error("x".repeat(70_000)), None)
+        .unwrap_err();
     assert!(
-        matches!(e, TransportError::Encode(EncodeError::TooLarge { ty: MessageType::Error, max: 65536, .. })),
+        matches!(
+            e,
+            TransportError::Encode(EncodeError::TooLarge {
+                ty: MessageType::Error,
+                max: 65536,
+                ..
+            })
+        ),
         "{e:?}"
     );
     assert_eq!(e.origin(), Origin::Local);
     let e = a.send_record(&[1u8; 70_000], None).unwrap_err();
-    assert!(matches!(e, TransportError::RecordTooLarge { size: 70_000, max: 65536 }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            TransportError::RecordTooLarge {
+                size: 70_000,
+                max: 65536
+            }
+        ),
+        "{e:?}"
+    );
     let e = a.send_record(&[], None).unwrap_err();
     assert!(matches!(e, TransportError::EmptyRecord), "{e:?}");
     // A tighter limit applies to sending too.
     let a = a.with_limits(Limits::with_max_record(64));
     assert_eq!(a.limits().max_record(), 64);
-    let e = a.send(&SyncMessage::error("y".repeat(100)), None).unwrap_err();
-    assert!(matches!(e, TransportError::Encode(EncodeError::TooLarge { max: 64, .. })), "{e:?}");
+    let e = a
+        .send(&SyncMessage::error("y".repeat(100)), None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TransportError::Encode(EncodeError::TooLarge { max: 64, .. })
+        ),
+        "{e:?}"
+    );
     // Nothing reached the peer.
-    assert!(matches!(b.recv_deadline(soon(50)), Err(TransportError::Timeout { .. })));
+    assert!(matches!(
+        b.recv_deadline(soon(50)),
+        Err(TransportError::Timeout { .. })
+    ));
 }
 
 /// Spawns the raw peer `case`, receives with `recv` and checks the error
 /// and that no fd stayed open.
-fn malformed(case: &str, limits: Limits, check: impl Fn(&TransportError) -> bool) -> (std::process::Child, SyncSocket) {
+fn malformed(
+    case: &str,
+    limits: Limits,
+    check: impl Fn(&TransportError) -> bool,
+) -> (std::process::Child, SyncSocket) {
     let (child, parent) = spawn_peer(&format!("raw:{case}"));
     let parent = parent.with_limits(limits);
     let before = fd_count();
@@ -172,8 +240,12 @@ fn finish(child: std::process::Child, parent: SyncSocket) {
 fn has_fd_without_an_fd_is_a_peer_error() {
     let _g = serial();
     let (c, p) = malformed("hasfd-no-fd", Limits::default(), |e| {
-        matches!(e, TransportError::Decode(DecodeError::Invalid(ValidationError::MissingFd { ty: MessageType::MountFd })))
-            && e.origin() == Origin::Peer
+        matches!(
+            e,
+            TransportError::Decode(DecodeError::Invalid(ValidationError::MissingFd {
+                ty: MessageType::MountFd
+            }))
+        ) && e.origin() == Origin::Peer
     });
     finish(c, p);
 }
@@ -182,7 +254,13 @@ fn has_fd_without_an_fd_is_a_peer_error() {
 fn an_fd_without_has_fd_is_a_peer_error_and_is_closed() {
     let _g = serial();
     let (c, p) = malformed("fd-no-hasfd", Limits::default(), |e| {
-        matches!(e, TransportError::Decode(DecodeError::Invalid(ValidationError::UnexpectedFd { ty: MessageType::Ready, flags: 0 })))
+        matches!(
+            e,
+            TransportError::Decode(DecodeError::Invalid(ValidationError::UnexpectedFd {
+                ty: MessageType::Ready,
+                flags: 0
+            }))
+        )
     });
     finish(c, p);
 }
@@ -191,7 +269,13 @@ fn an_fd_without_has_fd_is_a_peer_error_and_is_closed() {
 fn two_fds_in_one_record_are_rejected_and_closed() {
     let _g = serial();
     let (c, p) = malformed("two-fds", Limits::default(), |e| {
-        matches!(e, TransportError::Decode(DecodeError::Invalid(ValidationError::TooManyFds { ty: MessageType::MountFd, count: 2 })))
+        matches!(
+            e,
+            TransportError::Decode(DecodeError::Invalid(ValidationError::TooManyFds {
+                ty: MessageType::MountFd,
+                count: 2
+            }))
+        )
     });
     finish(c, p);
 }
@@ -201,13 +285,22 @@ fn three_fds_into_a_one_fd_buffer_are_counted_and_closed() {
     let _g = serial();
     // Through recv(): the codec names the type and the real count.
     let (c, p) = malformed("three-fds", Limits::default(), |e| {
-        matches!(e, TransportError::Decode(DecodeError::Invalid(ValidationError::TooManyFds { count: 3, .. })))
+        matches!(
+            e,
+            TransportError::Decode(DecodeError::Invalid(ValidationError::TooManyFds {
+                count: 3,
+                ..
+            }))
+        )
     });
     // Through the raw layer with max_fds = 1.
     let before = fd_count();
     let mut buf = Vec::new();
     let e = p.recv_record(&mut buf, 1, soon(10_000)).unwrap_err();
-    assert!(matches!(e, TransportError::TooManyFds { count: 3, max: 1 }), "{e:?}");
+    assert!(
+        matches!(e, TransportError::TooManyFds { count: 3, max: 1 }),
+        "{e:?}"
+    );
     assert!(buf.is_empty());
     assert_eq!(fd_count(), before);
     finish(c, p);
@@ -226,7 +319,13 @@ fn fds_beyond_the_control_buffer_are_control_truncated_and_closed() {
 fn an_oversize_record_is_drained_and_its_fd_closed() {
     let _g = serial();
     let (c, p) = malformed("big", Limits::default(), |e| {
-        matches!(e, TransportError::Truncated { size: 100_000, max: 65536 })
+        matches!(
+            e,
+            TransportError::Truncated {
+                size: 100_000,
+                max: 65536
+            }
+        )
     });
     // It was consumed: the next record is intact.
     let next = p.recv_deadline(soon(10_000)).unwrap();
@@ -238,10 +337,15 @@ fn an_oversize_record_is_drained_and_its_fd_closed() {
 fn a_record_larger_than_the_receive_buffer_is_truncated() {
     let _g = serial();
     let size = native::encoded_len(&SyncMessage::error("x".repeat(195)), false);
-    let (c, p) = malformed("error-200", Limits::with_max_record(64), |e| {
-        matches!(e, TransportError::Truncated { size: s, max: 64 } if *s == size)
-    });
-    assert_eq!(p.recv_deadline(soon(10_000)).unwrap().msg, SyncMessage::ready());
+    let (c, p) = malformed(
+        "error-200",
+        Limits::with_max_record(64),
+        |e| matches!(e, TransportError::Truncated { size: s, max: 64 } if *s == size),
+    );
+    assert_eq!(
+        p.recv_deadline(soon(10_000)).unwrap().msg,
+        SyncMessage::ready()
+    );
     finish(c, p);
 }
 
@@ -253,7 +357,10 @@ fn a_zero_length_record_reads_as_peer_closed() {
     });
     // The socket is still open: the empty record alone read as EOF, and
     // the record after it arrives.
-    assert_eq!(p.recv_deadline(soon(10_000)).unwrap().msg, SyncMessage::ready());
+    assert_eq!(
+        p.recv_deadline(soon(10_000)).unwrap().msg,
+        SyncMessage::ready()
+    );
     assert!(c.try_wait().unwrap().is_none());
     finish(c, p);
 }
@@ -262,7 +369,13 @@ fn a_zero_length_record_reads_as_peer_closed() {
 fn garbage_with_an_fd_is_a_decode_error_and_the_fd_is_closed() {
     let _g = serial();
     let (c, p) = malformed("garbage-with-fd", Limits::default(), |e| {
-        matches!(e, TransportError::Decode(DecodeError::LengthMismatch { declared: 5, actual: 2 }))
+        matches!(
+            e,
+            TransportError::Decode(DecodeError::LengthMismatch {
+                declared: 5,
+                actual: 2
+            })
+        )
     });
     finish(c, p);
 }
@@ -274,12 +387,18 @@ fn credentials_control_messages_are_skipped() {
     rustix::net::sockopt::set_socket_passcred(&b, true).unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
     let before = fd_count();
-    a.send(&SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/dev/null"), Some(file.as_fd()))
-        .unwrap();
+    a.send(
+        &SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/dev/null"),
+        Some(file.as_fd()),
+    )
+    .unwrap();
     let got = b.recv_deadline(soon(1000)).unwrap();
     assert!(same_file(got.fd.as_ref().unwrap(), &file));
     a.send(&SyncMessage::ready(), None).unwrap();
-    assert_eq!(b.recv_deadline(soon(1000)).unwrap().msg, SyncMessage::ready());
+    assert_eq!(
+        b.recv_deadline(soon(1000)).unwrap().msg,
+        SyncMessage::ready()
+    );
     drop(got);
     assert_eq!(fd_count(), before);
 }
@@ -296,7 +415,10 @@ fn from_fd_refuses_anything_but_a_unix_seqpacket_socket() {
     )
     .unwrap();
     let e = SyncSocket::from_fd(s1).unwrap_err();
-    assert!(matches!(&e, TransportError::NotSeqpacket { found, .. } if found == "SOCK_STREAM"), "{e:?}");
+    assert!(
+        matches!(&e, TransportError::NotSeqpacket { found, .. } if found == "SOCK_STREAM"),
+        "{e:?}"
+    );
     assert_eq!(e.origin(), Origin::Local);
     let (d1, _d2) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
@@ -306,13 +428,22 @@ fn from_fd_refuses_anything_but_a_unix_seqpacket_socket() {
     )
     .unwrap();
     let e = SyncSocket::from_fd(d1).unwrap_err();
-    assert!(matches!(&e, TransportError::NotSeqpacket { found, .. } if found == "SOCK_DGRAM"), "{e:?}");
+    assert!(
+        matches!(&e, TransportError::NotSeqpacket { found, .. } if found == "SOCK_DGRAM"),
+        "{e:?}"
+    );
     let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let e = SyncSocket::from_fd(r).unwrap_err();
-    assert!(matches!(&e, TransportError::NotSeqpacket { found, .. } if found == "not a socket"), "{e:?}");
+    assert!(
+        matches!(&e, TransportError::NotSeqpacket { found, .. } if found == "not a socket"),
+        "{e:?}"
+    );
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let e = SyncSocket::from_fd(OwnedFd::from(udp)).unwrap_err();
-    assert!(matches!(&e, TransportError::NotSeqpacket { found, .. } if found.starts_with("address family")), "{e:?}");
+    assert!(
+        matches!(&e, TransportError::NotSeqpacket { found, .. } if found.starts_with("address family")),
+        "{e:?}"
+    );
     drop((_s2, _d2, _w));
     assert_eq!(fd_count(), before, "refused fds are closed");
 
@@ -360,14 +491,26 @@ fn the_deadline_is_honoured() {
     let start = Instant::now();
     let e = parent.recv_deadline(soon(150)).unwrap_err();
     let took = start.elapsed();
-    assert!(matches!(e, TransportError::Timeout { waited } if waited >= Duration::from_millis(150)), "{e:?}");
-    assert!(took >= Duration::from_millis(150) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        matches!(e, TransportError::Timeout { waited } if waited >= Duration::from_millis(150)),
+        "{e:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
     assert_eq!(e.origin(), Origin::Peer);
     // A deadline already past still takes a record that is there.
     let (a, b) = SyncSocket::pair().unwrap();
     a.send(&SyncMessage::hooks(), None).unwrap();
-    assert_eq!(b.recv_deadline(Some(Instant::now())).unwrap().msg, SyncMessage::hooks());
-    assert!(matches!(b.recv_deadline(Some(Instant::now())), Err(TransportError::Timeout { .. })));
+    assert_eq!(
+        b.recv_deadline(Some(Instant::now())).unwrap().msg,
+        SyncMessage::hooks()
+    );
+    assert!(matches!(
+        b.recv_deadline(Some(Instant::now())),
+        Err(TransportError::Timeout { .. })
+    ));
     let mut child = child;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -417,7 +560,10 @@ fn pass_to_child_hands_over_exactly_one_fd() {
     let mut cmd = peer_command("list-fds");
     child_end.pass_to_child(&mut cmd).unwrap();
     let child = cmd.spawn().unwrap();
-    assert!(is_cloexec(&child_end), "the parent's copy stays close-on-exec");
+    assert!(
+        is_cloexec(&child_end),
+        "the parent's copy stays close-on-exec"
+    );
     let n = child_end.as_raw_fd();
     drop(child_end);
 
@@ -428,7 +574,10 @@ fn pass_to_child_hands_over_exactly_one_fd() {
     base.sort_unstable();
 
     // Another child spawned meanwhile inherits nothing more.
-    let plain = peer_command("list-fds-plain").stdout(Stdio::piped()).output().unwrap();
+    let plain = peer_command("list-fds-plain")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
     let out = String::from_utf8(plain.stdout).unwrap();
     assert!(out.contains(&format!("FDS {base:?}\n")), "{out}");
 
@@ -438,7 +587,10 @@ fn pass_to_child_hands_over_exactly_one_fd() {
     let mut want = base.clone();
     want.push(n);
     want.sort_unstable();
-    assert_eq!(report, format!("fds={want:?} sock={n} var=false cloexec=true"));
+    assert_eq!(
+        report,
+        format!("fds={want:?} sock={n} var=false cloexec=true")
+    );
     drop(parent);
     assert!(reap(child));
 }
@@ -480,11 +632,17 @@ fn from_env_validates_and_removes_the_variable() {
         ("1000", "not an open fd"),
     ] {
         let r = from_env_with(Some(v), None);
-        assert!(r.starts_with("Env {") && r.contains(reason) && r.ends_with("var=false"), "{v:?}: {r}");
+        assert!(
+            r.starts_with("Env {") && r.contains(reason) && r.ends_with("var=false"),
+            "{v:?}: {r}"
+        );
     }
     let (pr, _pw) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let r = from_env_with(Some(&pr.as_raw_fd().to_string()), Some(&pr));
-    assert!(r.starts_with("NotSeqpacket {") && r.contains("not a socket"), "{r}");
+    assert!(
+        r.starts_with("NotSeqpacket {") && r.contains("not a socket"),
+        "{r}"
+    );
     let (s1, _s2) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
         rustix::net::SocketType::STREAM,
@@ -506,12 +664,25 @@ fn shutdown_write_ends_the_protocol_but_not_the_other_direction() {
     let (parent, child) = SyncSocket::pair().unwrap();
     parent.send(&SyncMessage::run(), None).unwrap();
     parent.shutdown_write().unwrap();
-    assert_eq!(child.recv_deadline(soon(1000)).unwrap().msg, SyncMessage::run());
-    assert!(matches!(child.recv_deadline(soon(1000)), Err(TransportError::PeerClosed)));
+    assert_eq!(
+        child.recv_deadline(soon(1000)).unwrap().msg,
+        SyncMessage::run()
+    );
+    assert!(matches!(
+        child.recv_deadline(soon(1000)),
+        Err(TransportError::PeerClosed)
+    ));
     let e = parent.send(&SyncMessage::run(), None).unwrap_err();
     assert!(matches!(e, TransportError::WriteShutdown) && e.origin() == Origin::Local);
     child.send(&SyncMessage::error("late"), None).unwrap();
-    assert_eq!(parent.recv_deadline(soon(1000)).unwrap().msg.error_message(), Some("late"));
+    assert_eq!(
+        parent
+            .recv_deadline(soon(1000))
+            .unwrap()
+            .msg
+            .error_message(),
+        Some("late")
+    );
     drop(child);
     let e = parent.recv_deadline(soon(1000)).unwrap_err();
     assert!(matches!(e, TransportError::PeerClosed));

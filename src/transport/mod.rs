@@ -411,7 +411,11 @@ impl SyncSocket {
     /// Exactly one `sendmsg(2)`, with `MSG_NOSIGNAL`; `EINTR` is retried,
     /// `EPIPE`/`ECONNRESET` is [`TransportError::PeerClosed`]. The encode
     /// buffer is reused: no allocation once it has grown to the record size.
-    pub fn send(&self, msg: &SyncMessage, fd: Option<BorrowedFd<'_>>) -> Result<(), TransportError> {
+    pub fn send(
+        &self,
+        msg: &SyncMessage,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), TransportError> {
         if self.write_shut.load(Ordering::Relaxed) {
             return Err(TransportError::WriteShutdown);
         }
@@ -470,7 +474,11 @@ impl SyncSocket {
     /// `SCM_RIGHTS` fd in the same record: the layer a second wire format
     /// (runc's JSON wire) builds on. Refuses an empty record and one larger
     /// than the limit before any system call.
-    pub fn send_record(&self, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> Result<(), TransportError> {
+    pub fn send_record(
+        &self,
+        bytes: &[u8],
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), TransportError> {
         if self.write_shut.load(Ordering::Relaxed) {
             return Err(TransportError::WriteShutdown);
         }
@@ -612,7 +620,8 @@ impl SyncSocket {
         start: Instant,
     ) -> Result<(), TransportError> {
         loop {
-            let timeout = deadline.map(|d| to_timespec(d.saturating_duration_since(Instant::now())));
+            let timeout =
+                deadline.map(|d| to_timespec(d.saturating_duration_since(Instant::now())));
             let mut pfds = [
                 PollFd::new(&self.fd, events),
                 PollFd::new(self.peer_pidfd.as_ref().unwrap_or(&self.fd), PollFlags::IN),

@@ -141,8 +141,16 @@ fn take_control(ctrl: &[u8]) -> (Vec<OwnedFd>, Option<(i32, i32)>) {
     while off + CMSG_HDR <= ctrl.len() {
         let word = size_of::<usize>();
         let len = usize::from_ne_bytes(ctrl[off..off + word].try_into().unwrap_or_default());
-        let level = i32::from_ne_bytes(ctrl[off + word..off + word + 4].try_into().unwrap_or_default());
-        let kind = i32::from_ne_bytes(ctrl[off + word + 4..off + word + 8].try_into().unwrap_or_default());
+        let level = i32::from_ne_bytes(
+            ctrl[off + word..off + word + 4]
+                .try_into()
+                .unwrap_or_default(),
+        );
+        let kind = i32::from_ne_bytes(
+            ctrl[off + word + 4..off + word + 8]
+                .try_into()
+                .unwrap_or_default(),
+        );
         if len < CMSG_HDR || len > ctrl.len() - off {
             // Cannot happen with a kernel-written buffer; stop rather than
             // guess where the next header is.

@@ -54,7 +54,8 @@ pub fn inheritable_fds() -> Vec<i32> {
     open_fds()
         .into_iter()
         .filter(|n| {
-            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{n}")).unwrap_or_default();
+            let info =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{n}")).unwrap_or_default();
             info.lines()
                 .find_map(|l| l.strip_prefix("flags:"))
                 .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
@@ -112,8 +113,8 @@ pub fn raw_send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
     if !fds.is_empty() {
         assert!(anc.push(SendAncillaryMessage::ScmRights(fds)));
     }
-    let n = rustix::net::sendmsg(sock, &[IoSlice::new(bytes)], &mut anc, SendFlags::NOSIGNAL)
-        .unwrap();
+    let n =
+        rustix::net::sendmsg(sock, &[IoSlice::new(bytes)], &mut anc, SendFlags::NOSIGNAL).unwrap();
     assert_eq!(n, bytes.len());
 }
 
@@ -198,7 +199,10 @@ fn peer_role(role: &str, sock: &SyncSocket) -> i32 {
                 .into_iter()
                 .filter(|&n| n != file.as_raw_fd())
                 .collect();
-            let report = format!("fds={fds:?} sock={} var={var} cloexec={cloexec}", sock.as_raw_fd());
+            let report = format!(
+                "fds={fds:?} sock={} var={var} cloexec={cloexec}",
+                sock.as_raw_fd()
+            );
             sock.send_record(report.as_bytes(), None).unwrap();
             wait_closed(sock)
         }
@@ -210,10 +214,11 @@ fn peer_role(role: &str, sock: &SyncSocket) -> i32 {
         "spawn-holder" => {
             let mut cmd = peer_command("hold");
             sock.pass_to_child(&mut cmd).unwrap();
-            let gc = cmd.spawn().unwrap();
+            let mut gc = cmd.spawn().unwrap();
             sock.send_record(format!("{}", gc.id()).as_bytes(), None)
                 .unwrap();
-            std::thread::sleep(Duration::from_secs(30));
+            // The test SIGKILLs us while we wait; the grandchild lives on.
+            let _ = gc.wait();
             0
         }
         other => {
@@ -232,7 +237,11 @@ fn peer_role(role: &str, sock: &SyncSocket) -> i32 {
                     raw_send(fd, &encoded(&SyncMessage::ready(), false), &[]);
                 }
                 "error-200" => {
-                    raw_send(fd, &encoded(&SyncMessage::error("x".repeat(195)), false), &[]);
+                    raw_send(
+                        fd,
+                        &encoded(&SyncMessage::error("x".repeat(195)), false),
+                        &[],
+                    );
                     raw_send(fd, &encoded(&SyncMessage::ready(), false), &[]);
                 }
                 "zero" => {

@@ -547,6 +547,22 @@ fn peer_death_via_pidfd_while_a_grandchild_holds_the_socket() {
     assert_eq!(e.origin(), Origin::Peer);
     assert!(start.elapsed() < Duration::from_secs(5));
 
+    // A send that would block on the full socket (nobody reads it any
+    // more) ends the same way instead of hanging.
+    let big = SyncMessage::error("z".repeat(8000));
+    let mut sent = 0;
+    let e = loop {
+        match parent.send(&big, None) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 100_000, "socket never filled");
+    };
+    assert!(
+        matches!(e, TransportError::PeerDied),
+        "{e:?} after {sent} sends"
+    );
+
     rustix::process::pidfd_send_signal(&gc_pidfd, rustix::process::Signal::KILL).unwrap();
 }
 

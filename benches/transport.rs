@@ -239,6 +239,32 @@ fn main() {
         });
         g.finish();
     }
+    {
+        // Both ends in this thread: no context switch, so the difference is
+        // exactly procsync's user-space and syscall-argument overhead.
+        let (a, b) = SyncSocket::pair().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let rep = reply();
+        let rep_bytes = encoded(&rep, true);
+        let mut g = c.benchmark_group("mount_round_trip_one_thread");
+        g.bench_function("procsync", |bch| {
+            bch.iter(|| {
+                a.send(&req, None).unwrap();
+                black_box(b.recv().unwrap());
+                b.send(&rep, Some(file.as_fd())).unwrap();
+                black_box(a.recv().unwrap().fd.unwrap());
+            })
+        });
+        g.bench_function("raw_sendmsg_recvmsg", |bch| {
+            bch.iter(|| {
+                raw_send(&a, &req_bytes, None);
+                black_box(raw_recv(&b, &mut buf));
+                raw_send(&b, &rep_bytes, Some(file.as_fd()));
+                black_box(raw_recv(&a, &mut buf).1.unwrap());
+            })
+        });
+        g.finish();
+    }
 
     // Side-by-side figures, finely interleaved so both modes share the
     // machine's noise; median of the rounds.

@@ -517,6 +517,21 @@ fn the_deadline_is_honoured() {
 }
 
 #[test]
+fn signals_during_a_wait_neither_end_it_early_nor_break_it() {
+    let _g = serial();
+    let (child, parent) = spawn_peer("eintr");
+    let mut buf = Vec::new();
+    parent.recv_record(&mut buf, 0, soon(10_000)).unwrap();
+    assert_eq!(std::str::from_utf8(&buf).unwrap(), "timeout-ok");
+    std::thread::sleep(Duration::from_millis(100));
+    parent.send(&SyncMessage::run(), None).unwrap();
+    parent.recv_record(&mut buf, 0, soon(10_000)).unwrap();
+    assert_eq!(std::str::from_utf8(&buf).unwrap(), "recv-ok");
+    drop(parent);
+    assert!(reap(child));
+}
+
+#[test]
 fn peer_death_via_pidfd_while_a_grandchild_holds_the_socket() {
     let _g = serial();
     let (mut child, mut parent) = spawn_peer("spawn-holder");

@@ -206,6 +206,28 @@ fn peer_role(role: &str, sock: &SyncSocket) -> i32 {
             sock.send_record(report.as_bytes(), None).unwrap();
             wait_closed(sock)
         }
+        "eintr" => {
+            // A signal every 5 ms with a handler and no SA_RESTART: poll and
+            // recvmsg keep failing with EINTR while we wait.
+            interrupt_every_5ms();
+            let start = std::time::Instant::now();
+            let r = sock.recv_deadline(Some(start + Duration::from_millis(300)));
+            let waited = start.elapsed();
+            let first = match r {
+                Err(TransportError::Timeout { .. }) if waited >= Duration::from_millis(300) => {
+                    "timeout-ok".to_string()
+                }
+                other => format!("deadline: {other:?} after {waited:?}"),
+            };
+            sock.send_record(first.as_bytes(), None).unwrap();
+            // Blocking recv (no deadline) across many signals.
+            let second = match sock.recv() {
+                Ok(r) if r.msg == SyncMessage::run() => "recv-ok".to_string(),
+                other => format!("recv: {other:?}"),
+            };
+            sock.send_record(second.as_bytes(), None).unwrap();
+            wait_closed(sock)
+        }
         "stall" => {
             let _ = sock.recv();
             std::thread::sleep(Duration::from_secs(30));
@@ -254,6 +276,32 @@ fn peer_role(role: &str, sock: &SyncSocket) -> i32 {
             wait_closed(sock)
         }
     }
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// Installs a no-op SIGALRM handler without `SA_RESTART` and sends
+/// SIGALRM to the calling thread every 5 ms (from a helper thread, aimed at
+/// this thread: the test harness runs us on a thread of its own), so its
+/// blocking system calls keep failing with `EINTR`.
+fn interrupt_every_5ms() {
+    // SAFETY: a zeroed sigaction is valid; the handler is a no-op
+    // `extern "C"` function (async-signal-safe); this runs in a peer
+    // process that installs no other handler for SIGALRM.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as *const () as usize;
+        sa.sa_flags = 0;
+        assert_eq!(libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()), 0);
+    }
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() };
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(5));
+        // SAFETY: `me` is the thread that called us; it lives until the
+        // process exits (the peer ends with process::exit).
+        unsafe { libc::pthread_kill(me, libc::SIGALRM) };
+    });
 }
 
 /// Keeps the socket open until the parent closes its end (at most 20 s).

@@ -10,6 +10,7 @@
 //!
 //! * [`schema`] — the message types, generated from `proto/` at build time;
 //! * [`wire`] — record encoding/decoding and validation (sans-IO);
+//! * [`transport`] — the seqpacket sync socket (records, fds, deadlines);
 //! * [`state`] — the legal order of messages, a sans-IO state machine per side;
 //! * [`policy`] — which mount requests the parent serves.
 //!
@@ -20,6 +21,7 @@
 pub mod policy;
 pub mod schema;
 pub mod state;
+pub mod transport;
 pub mod wire;
 
 /// Compiles and runs the README's code examples as doctests.

@@ -1,0 +1,308 @@
+//! One MountPlease request answered by a MountFd carrying one fd, between
+//! two processes pinned to the same CPU: procsync's [`SyncSocket`] versus a
+//! raw `sendmsg`/`recvmsg` loop moving the same bytes and the same fd.
+//!
+//! The peer is this bench binary re-executed with `PROCSYNC_BENCH_PEER`
+//! set. Besides criterion's wall-clock figures, a final table reports wall
+//! time and CPU time (this thread + the peer, from /proc/…/schedstat) per
+//! round trip, and procsync's ratio to raw.
+//!
+//! Short run: `cargo bench --bench transport -- --warm-up-time 1 --measurement-time 3`.
+
+use std::hint::black_box;
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use criterion::Criterion;
+use procsync::schema::{Mount, MountSourceKind, SyncMessage};
+use procsync::transport::{SyncSocket, TransportError};
+use procsync::wire::{native, Limits};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+const PEER_VAR: &str = "PROCSYNC_BENCH_PEER";
+const CPU_VAR: &str = "PROCSYNC_BENCH_CPU";
+const SOURCE: &str = "/var/lib/containers/storage/overlay/3f1c9a/merged";
+
+fn request() -> SyncMessage {
+    SyncMessage::mount_please(Mount::bind(SOURCE, "/data").recursive())
+}
+
+fn reply() -> SyncMessage {
+    SyncMessage::mount_fd(MountSourceKind::OpenTree, SOURCE)
+}
+
+fn encoded(msg: &SyncMessage, fd: bool) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    native::encode(msg, fd, &mut b, &Limits::default()).unwrap();
+    b.to_vec()
+}
+
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
+}
+
+/// Nanoseconds on CPU of a task, from /proc/…/schedstat (first field).
+fn cpu_ns(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn raw_send(sock: impl AsFd, bytes: &[u8], fd: Option<std::os::fd::BorrowedFd<'_>>) {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = SendAncillaryBuffer::new(&mut space);
+    let fds;
+    if let Some(fd) = fd {
+        fds = [fd];
+        anc.push(SendAncillaryMessage::ScmRights(&fds));
+    }
+    rustix::net::sendmsg(sock, &[IoSlice::new(bytes)], &mut anc, SendFlags::NOSIGNAL).unwrap();
+}
+
+/// One raw recvmsg into `buf`; returns the length and the fd, if any.
+fn raw_recv(sock: impl AsFd, buf: &mut [u8]) -> (usize, Option<OwnedFd>) {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let r = rustix::net::recvmsg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut anc,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .unwrap();
+    let mut fd = None;
+    for m in anc.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            for f in fds {
+                fd = Some(f);
+            }
+        }
+    }
+    (r.bytes, fd)
+}
+
+/// The peer: answer every MountPlease with a MountFd and one fd until EOF.
+fn peer(mode: &str) {
+    if let Some(cpu) = std::env::var(CPU_VAR).ok().and_then(|c| c.parse().ok()) {
+        pin(cpu);
+    }
+    let sock = SyncSocket::from_env().expect("peer: from_env");
+    let file = std::fs::File::open("/dev/null").unwrap();
+    match mode {
+        "procsync" => {
+            let reply = reply();
+            loop {
+                match sock.recv() {
+                    Ok(_) => sock.send(&reply, Some(file.as_fd())).unwrap(),
+                    Err(TransportError::PeerClosed) => break,
+                    Err(e) => panic!("peer: {e}"),
+                }
+            }
+        }
+        _ => {
+            let reply = encoded(&reply(), true);
+            let mut buf = vec![0u8; Limits::default().max_record()];
+            loop {
+                let (n, _) = raw_recv(&sock, &mut buf);
+                if n == 0 {
+                    break;
+                }
+                raw_send(&sock, &reply, Some(file.as_fd()));
+            }
+        }
+    }
+}
+
+struct Peer {
+    child: Child,
+    sock: SyncSocket,
+}
+
+impl Peer {
+    fn spawn(mode: &str, cpu: usize) -> Peer {
+        let (sock, theirs) = SyncSocket::pair().unwrap();
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env(PEER_VAR, mode)
+            .env(CPU_VAR, cpu.to_string())
+            .stdin(Stdio::null());
+        theirs.pass_to_child(&mut cmd).unwrap();
+        let child = cmd.spawn().unwrap();
+        drop(theirs);
+        Peer { child, sock }
+    }
+
+    fn schedstat(&self) -> String {
+        format!("/proc/{}/schedstat", self.child.id())
+    }
+
+    fn finish(mut self) {
+        drop(self.sock);
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "peer failed: {st}");
+    }
+}
+
+/// A procsync round trip: send MountPlease, receive MountFd and its fd.
+fn procsync_rt(sock: &SyncSocket, req: &SyncMessage) {
+    sock.send(req, None).unwrap();
+    let r = sock.recv().unwrap();
+    black_box(r.fd.expect("MountFd carries an fd"));
+}
+
+/// The same bytes and fd with bare syscalls: no codec, no checks.
+fn raw_rt(sock: &SyncSocket, req: &[u8], buf: &mut [u8]) {
+    raw_send(sock, req, None);
+    let (n, fd) = raw_recv(sock, buf);
+    black_box((n, fd.expect("an fd")));
+}
+
+/// Wall and CPU (self thread + peer) nanoseconds per round trip over `n`.
+fn measure(peer: &Peer, n: u32, mut rt: impl FnMut()) -> (f64, f64) {
+    for _ in 0..200 {
+        rt();
+    }
+    let (c0, p0) = (
+        cpu_ns("/proc/thread-self/schedstat"),
+        cpu_ns(&peer.schedstat()),
+    );
+    let t0 = Instant::now();
+    for _ in 0..n {
+        rt();
+    }
+    let wall = t0.elapsed();
+    let (c1, p1) = (
+        cpu_ns("/proc/thread-self/schedstat"),
+        cpu_ns(&peer.schedstat()),
+    );
+    let cpu = (c1 - c0) + (p1 - p0);
+    (
+        wall.as_nanos() as f64 / f64::from(n),
+        cpu as f64 / f64::from(n),
+    )
+}
+
+fn median(v: &[(f64, f64)], i: usize) -> f64 {
+    let mut x: Vec<f64> = v.iter().map(|p| if i == 0 { p.0 } else { p.1 }).collect();
+    x.sort_by(f64::total_cmp);
+    x[x.len() / 2]
+}
+
+/// CPU nanoseconds per round trip spent in the codec alone (in-process):
+/// what procsync does on top of the raw loop besides the transport itself.
+fn codec_ns(req: &SyncMessage, reply: &SyncMessage, n: u32) -> f64 {
+    let limits = Limits::default();
+    let mut b = BytesMut::with_capacity(256);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        b.clear();
+        native::encode(black_box(req), false, &mut b, &limits).unwrap();
+        black_box(native::decode(&b, 0, &limits).unwrap());
+        b.clear();
+        native::encode(black_box(reply), true, &mut b, &limits).unwrap();
+        black_box(native::decode(&b, 1, &limits).unwrap());
+    }
+    t0.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+fn main() {
+    if let Ok(mode) = std::env::var(PEER_VAR) {
+        peer(&mode);
+        return;
+    }
+    let cpu = rustix::thread::sched_getcpu();
+    pin(cpu);
+    let ps = Peer::spawn("procsync", cpu);
+    let raw = Peer::spawn("raw", cpu);
+    let req = request();
+    let req_bytes = encoded(&req, false);
+    let mut buf = vec![0u8; Limits::default().max_record()];
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    {
+        let mut g = c.benchmark_group("mount_round_trip_same_cpu");
+        g.bench_function("procsync", |b| b.iter(|| procsync_rt(&ps.sock, &req)));
+        g.bench_function("raw_sendmsg_recvmsg", |b| {
+            b.iter(|| raw_rt(&raw.sock, &req_bytes, &mut buf))
+        });
+        g.finish();
+    }
+    {
+        // Both ends in this thread: no context switch, so the difference is
+        // exactly procsync's user-space and syscall-argument overhead.
+        let (a, b) = SyncSocket::pair().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let rep = reply();
+        let rep_bytes = encoded(&rep, true);
+        let mut g = c.benchmark_group("mount_round_trip_one_thread");
+        g.bench_function("procsync", |bch| {
+            bch.iter(|| {
+                a.send(&req, None).unwrap();
+                black_box(b.recv().unwrap());
+                b.send(&rep, Some(file.as_fd())).unwrap();
+                black_box(a.recv().unwrap().fd.unwrap());
+            })
+        });
+        g.bench_function("raw_sendmsg_recvmsg", |bch| {
+            bch.iter(|| {
+                raw_send(&a, &req_bytes, None);
+                black_box(raw_recv(&b, &mut buf));
+                raw_send(&b, &rep_bytes, Some(file.as_fd()));
+                black_box(raw_recv(&a, &mut buf).1.unwrap());
+            })
+        });
+        g.finish();
+    }
+
+    // Side-by-side figures, finely interleaved so both modes share the
+    // machine's noise; median of the rounds.
+    let (rounds, n) = (9, 5_000);
+    let (mut p, mut r) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        p.push(measure(&ps, n, || procsync_rt(&ps.sock, &req)));
+        r.push(measure(&raw, n, || raw_rt(&raw.sock, &req_bytes, &mut buf)));
+    }
+    let (pw, pc, rw, rc) = (median(&p, 0), median(&p, 1), median(&r, 0), median(&r, 1));
+    println!(
+        "\nMountPlease -> MountFd(+1 fd), both processes on CPU {cpu}, median of {rounds} x {n} round trips:"
+    );
+    println!("  {:<22} {:>10} {:>14}", "", "wall/rt", "cpu/rt (both)");
+    println!(
+        "  {:<22} {:>8.2}µs {:>12.2}µs",
+        "procsync",
+        pw / 1e3,
+        pc / 1e3
+    );
+    println!(
+        "  {:<22} {:>8.2}µs {:>12.2}µs",
+        "raw sendmsg/recvmsg",
+        rw / 1e3,
+        rc / 1e3
+    );
+    println!(
+        "  ratio procsync/raw: wall {:.3}x, cpu {:.3}x",
+        pw / rw,
+        pc / rc
+    );
+    let codec = codec_ns(&req, &reply(), n);
+    println!(
+        "  of which the codec (encode+decode+validate of both messages, both sides): {:.2}µs",
+        codec / 1e3
+    );
+
+    ps.finish();
+    raw.finish();
+    c.final_summary();
+}

@@ -19,6 +19,7 @@ fn targets() -> Vec<(&'static str, Check)> {
     vec![
         ("frame_decode", checks::frame_decode as Check),
         ("state_machine", checks::state_machine as Check),
+        ("record_fds", checks::record_fds as Check),
     ]
 }
 
@@ -32,7 +33,8 @@ fn hex_decode(s: &str) -> Vec<u8> {
 /// Seeds per target, from the golden vectors: name -> input bytes.
 fn seeds(target: &str) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
-    if target == "frame_decode" {
+    // record_fds reads the same input layout as frame_decode.
+    if target == "frame_decode" || target == "record_fds" {
         let text =
             std::fs::read_to_string(Path::new(ROOT).join("tests/vectors/native.json")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -99,8 +101,13 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// record_fds counts the process's open fds: nothing else in this binary
+/// may open files while it runs.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn seed_corpus_is_current() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bless = std::env::var_os("PROCSYNC_BLESS").is_some();
     for (target, _) in targets() {
         let dir = Path::new(ROOT).join("fuzz/corpus").join(target);
@@ -134,6 +141,7 @@ fn seed_corpus_is_current() {
 
 #[test]
 fn replay_corpus_and_regressions() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for (target, check) in targets() {
         let mut n = 0;
         for sub in ["fuzz/corpus", "fuzz/regressions"] {

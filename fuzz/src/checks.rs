@@ -220,3 +220,45 @@ pub fn state_machine(data: &[u8]) {
         );
     }
 }
+
+fn open_fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// Input layout: byte 0 selects how many fds "arrived" with the record (low
+/// two bits: 0..=3, simulated with real `/dev/null` fds, no sockets); the rest
+/// is one record.
+///
+/// Invariants: the transport's receive step (`decode_received`) accepts
+/// exactly what the codec accepts with that fd count; an accepted message
+/// hands out its fd iff HasFd is set; and once results are dropped, the
+/// process has exactly the fds it had before (every fd closed on every path).
+pub fn record_fds(data: &[u8]) {
+    use procsync::transport::decode_received;
+    let Some((&sel, record)) = data.split_first() else {
+        return;
+    };
+    let nfds = usize::from(sel & 3);
+    let limits = Limits::default();
+    let before = open_fd_count();
+    let fds: Vec<std::os::fd::OwnedFd> = (0..nfds)
+        .map(|_| std::fs::File::open("/dev/null").expect("/dev/null").into())
+        .collect();
+    let codec_ok = native::decode(record, nfds, &limits).is_ok();
+    match decode_received(record, fds, &limits) {
+        Ok(rx) => {
+            assert!(codec_ok, "transport accepted what the codec rejects");
+            assert_eq!(rx.fd.is_some(), rx.msg.has_fd(), "fd handed out iff HasFd");
+            assert!(nfds <= 1);
+        }
+        Err(e) => {
+            assert!(!codec_ok, "transport rejected what the codec accepts: {e}");
+            assert!(!e.to_string().is_empty());
+        }
+    }
+    assert_eq!(
+        open_fd_count(),
+        before,
+        "an fd leaked (record {record:02x?}, {nfds} fds)"
+    );
+}

@@ -216,6 +216,20 @@ impl TransportError {
     }
 }
 
+/// The sans-IO half of [`SyncSocket::recv`]: decodes and validates one
+/// native record that arrived with `fds`, taking ownership of them. On
+/// success the message's fd (if any) moves into [`Received`]; on every error
+/// every fd in `fds` is closed before this returns. Public so the receive
+/// path can be tested and fuzzed without sockets.
+pub fn decode_received(
+    record: &[u8],
+    mut fds: Vec<OwnedFd>,
+    limits: &Limits,
+) -> Result<Received, TransportError> {
+    let msg = native::decode(record, fds.len(), limits).map_err(TransportError::Decode)?;
+    Ok(Received { msg, fd: fds.pop() })
+}
+
 /// One message received by [`SyncSocket::recv`], with the fd that rode in
 /// its record (present iff `msg.has_fd()`). The fd is close-on-exec.
 #[derive(Debug)]
@@ -448,13 +462,8 @@ impl SyncSocket {
         };
         // Take up to SPARE_FDS extra fds so the codec reports the real count
         // (naming the message type) instead of a bare control truncation.
-        let mut rec = self.recv_raw(buf, MAX_FDS_PER_RECORD, deadline)?;
-        let msg = native::decode(&buf[..rec.len], rec.fds.len(), &self.limits)
-            .map_err(TransportError::Decode)?;
-        Ok(Received {
-            msg,
-            fd: rec.fds.pop(),
-        })
+        let rec = self.recv_raw(buf, MAX_FDS_PER_RECORD, deadline)?;
+        decode_received(&buf[..rec.len], rec.fds, &self.limits)
     }
 
     /// Closes the sending direction (`shutdown(SHUT_WR)`): the peer reads

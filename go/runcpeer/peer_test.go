@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const vectorsPath = "../../tests/vectors/runc.json"
+
+// TestMain lets the test binary act as the runcpeer command, so the
+// cross-process test runs parent and child as real processes.
+func TestMain(m *testing.M) {
+	if args := os.Getenv("RUNCPEER_TEST_ARGS"); args != "" {
+		os.Args = append([]string{"runcpeer"}, strings.Split(args, "\x1f")...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestVectorsFileIsUpToDate(t *testing.T) {
+	want, err := renderVectors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("RUNCPEER_UPDATE_VECTORS") == "1" {
+		if err := os.WriteFile(vectorsPath, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(vectorsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s is stale: run `go run . gen-vectors -o %s` in go/runcpeer", vectorsPath, vectorsPath)
+	}
+}
+
+// Every valid record is in Go's canonical form for its shape: unmarshalling
+// it into runc's structs and marshalling again gives the same bytes.
+func TestValidVectorsAreGoCanonical(t *testing.T) {
+	raw, err := os.ReadFile(vectorsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vf vectorFile
+	if err := json.Unmarshal(raw, &vf); err != nil {
+		t.Fatal(err)
+	}
+	if len(vf.Valid) == 0 || len(vf.Invalid) == 0 {
+		t.Fatal("empty vector sets")
+	}
+	for _, v := range vf.Valid {
+		var msg syncT
+		if err := json.Unmarshal([]byte(v.Record), &msg); err != nil {
+			t.Fatalf("%s: %v", v.Name, err)
+		}
+		var arg any
+		if msg.Arg != nil {
+			switch msg.Type {
+			case procError:
+				arg = new(initError)
+			case procMountFd:
+				arg = new(mountSource)
+			case procSeccomp:
+				arg = new(int)
+			case procMountPlease:
+				if v.Shape == "v1.2" {
+					arg = new(mountV12)
+				} else {
+					arg = new(mountV14)
+				}
+			default:
+				t.Fatalf("%s: unexpected argument", v.Name)
+			}
+			if err := json.Unmarshal(*msg.Arg, arg); err != nil {
+				t.Fatalf("%s: argument: %v", v.Name, err)
+			}
+		}
+		again, err := marshalSync(msg.Type, arg, msg.Flags&syncFlagHasFd != 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(again) != v.Record {
+			t.Errorf("%s: not canonical:\n got %s\nwant %s", v.Name, again, v.Record)
+		}
+		if (v.FdRecord != nil) != (msg.Flags&syncFlagHasFd != 0) {
+			t.Errorf("%s: fd_record and HasFd disagree", v.Name)
+		}
+	}
+}
+
+func socketpair(t *testing.T) (*syncSocket, *syncSocket) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newSyncSocket(fds[0], 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newSyncSocket(fds[1], 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+func countFds(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+type childOutcome struct {
+	err error
+	log bytes.Buffer
+}
+
+// runPair runs the child in a goroutine against the parent in this one.
+func runPair(t *testing.T, ccfg childConfig, pcfg parentConfig) (*parentResult, error, *childOutcome) {
+	t.Helper()
+	parentEnd, childEnd := socketpair(t)
+	out := &childOutcome{}
+	ccfg.Log = &out.log
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		out.err = runChild(childEnd, ccfg)
+		childEnd.Close() // the parent reads EOF
+	}()
+	var plog bytes.Buffer
+	pcfg.Log = &plog
+	res, perr := runParent(parentEnd, pcfg)
+	parentEnd.Close()
+	<-done
+	t.Logf("parent:\n%s\nchild:\n%s", plog.String(), out.log.String())
+	return res, perr, out
+}
+
+func tempDirs(t *testing.T, n int) []string {
+	var dirs []string
+	for i := 0; i < n; i++ {
+		dirs = append(dirs, t.TempDir())
+	}
+	return dirs
+}
+
+func TestInitFlowBothShapes(t *testing.T) {
+	for _, shape := range []string{"v1.2", "v1.4"} {
+		t.Run(shape, func(t *testing.T) {
+			before := countFds(t)
+			dirs := tempDirs(t, 2)
+			seccomp, err := os.Open("/dev/null")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer seccomp.Close()
+			var mounts []*mountSpec
+			for i, d := range dirs {
+				mounts = append(mounts, &mountSpec{Source: d, Destination: "/m" + string(rune('0'+i)), Device: "bind", Flags: unix.MS_BIND})
+			}
+			res, perr, child := runPair(t,
+				childConfig{Mode: "init", Mounts: mounts, Shape: shape, SeccompFd: int(seccomp.Fd())},
+				parentConfig{ChildPid: os.Getpid()})
+			if perr != nil || child.err != nil {
+				t.Fatalf("parent: %v, child: %v", perr, child.err)
+			}
+			want := []string{
+				"procMountPlease " + dirs[0] + " -> /m0", "procMountFd plain-open " + dirs[0],
+				"procMountPlease " + dirs[1] + " -> /m1", "procMountFd plain-open " + dirs[1],
+				"procHooks", "procReady", "procSeccomp fd " + itoa(int(seccomp.Fd())) + " copied", "eof",
+			}
+			if strings.Join(res.Transcript, "\n") != strings.Join(want, "\n") {
+				t.Fatalf("transcript:\n%s\nwant:\n%s", strings.Join(res.Transcript, "\n"), strings.Join(want, "\n"))
+			}
+			for _, d := range dirs {
+				if !strings.Contains(child.log.String(), "mountfd "+d+" plain-open ok") {
+					t.Errorf("child did not check the fd of %s", d)
+				}
+			}
+			seccomp.Close()
+			if after := countFds(t); after != before {
+				t.Errorf("fd leak: %d fds before, %d after", before, after)
+			}
+		})
+	}
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func TestExecFlow(t *testing.T) {
+	res, perr, child := runPair(t, childConfig{Mode: "exec", SeccompFd: -1}, parentConfig{})
+	if perr != nil || child.err != nil {
+		t.Fatalf("parent: %v, child: %v", perr, child.err)
+	}
+	if got := strings.Join(res.Transcript, ","); got != "procReady,eof" {
+		t.Fatalf("transcript %q", got)
+	}
+}
+
+func TestChildSendsProcError(t *testing.T) {
+	for _, msg := range []string{"container init failed: <boom> & \"more\"", ""} {
+		res, perr, child := runPair(t, childConfig{Mode: "error", ErrorMsg: msg, SeccompFd: -1}, parentConfig{})
+		if child.err != nil {
+			t.Fatal(child.err)
+		}
+		var ierr *initError
+		if !errors.As(perr, &ierr) || ierr.Message != msg || res.ChildError != msg {
+			t.Fatalf("parent error %v (%q), want initError %q", perr, res.ChildError, msg)
+		}
+	}
+}
+
+func TestParentRefusesAMount(t *testing.T) {
+	dir := t.TempDir()
+	_, perr, child := runPair(t,
+		childConfig{Mode: "init", Shape: "v1.4", SeccompFd: -1, Mounts: []*mountSpec{{Source: dir, Destination: "/x", Device: "bind", Flags: unix.MS_BIND}}},
+		parentConfig{FailOn: dir})
+	var ierr *initError
+	if perr == nil || !errors.As(child.err, &ierr) || !strings.Contains(ierr.Message, "refusing mount source") {
+		t.Fatalf("parent: %v, child: %v", perr, child.err)
+	}
+}
+
+// A hostile parent: wrong fd names and extra fds are refused and every
+// received fd is closed.
+func TestChildRejectsBadFdRecords(t *testing.T) {
+	dir := t.TempDir()
+	m := &mountSpec{Source: dir, Destination: "/x", Device: "bind", Flags: unix.MS_BIND}
+	cases := []struct {
+		name string
+		send func(s *syncSocket, a, b *os.File) error
+		want string
+	}{
+		{"name mismatch", func(s *syncSocket, a, _ *os.File) error {
+			return s.SendFile("/etc", a)
+		}, "does not match the requested source"},
+		{"two fds", func(s *syncSocket, a, b *os.File) error {
+			return unix.Sendmsg(s.fd, []byte(dir), unix.UnixRights(int(a.Fd()), int(b.Fd())), nil, 0)
+		}, "2 fds"},
+		{"no fd", func(s *syncSocket, _, _ *os.File) error {
+			return s.WritePacket([]byte(dir))
+		}, "0 fds"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			parentEnd, childEnd := socketpair(t)
+			defer parentEnd.Close()
+			a, _ := os.Open(dir)
+			b, _ := os.Open(dir)
+			defer a.Close()
+			defer b.Close()
+			before := countFds(t)
+			errc := make(chan error, 1)
+			go func() { errc <- childMount(childEnd, m, "v1.2", func(string, ...any) {}) }()
+			if _, err := parentEnd.readSync(); err != nil {
+				t.Fatal(err)
+			}
+			hdr, _ := marshalSync(procMountFd, &mountSource{mountSourcePlainOpen}, true)
+			if err := parentEnd.WritePacket(hdr); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.send(parentEnd, a, b); err != nil {
+				t.Fatal(err)
+			}
+			err := <-errc
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("child error %v, want %q", err, c.want)
+			}
+			if after := countFds(t); after != before {
+				t.Errorf("fd leak: %d fds before, %d after", before, after)
+			}
+			childEnd.Close()
+		})
+	}
+}
+
+// Parent and child as separate processes, the socket inherited as fd 3 via
+// $_LIBCONTAINER_SYNCPIPE, as runc hands it to runc init. As root the parent
+// runs in a private mount namespace and also serves an id-mapped request
+// with open_tree(OPEN_TREE_CLONE), and copies the child's seccomp fd with
+// pidfd_getfd.
+func TestCrossProcess(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parentEnd := os.NewFile(uintptr(fds[0]), "parent-end")
+	childEnd := os.NewFile(uintptr(fds[1]), "child-end")
+	dir := t.TempDir()
+	root := os.Geteuid() == 0
+	childArgs := []string{"child", "-mode", "init", "-shape", "v1.4", "-mount", dir + ":/data"}
+	if root {
+		childArgs = append(childArgs, "-idmap-userns", "/proc/self/ns/user", "-seccomp-fd", "0")
+	} else {
+		t.Log("not root: no id-mapped mount, no pidfd_getfd")
+	}
+	cmd := func(args []string, sock *os.File) *exec.Cmd {
+		c := exec.Command(os.Args[0])
+		c.Env = append(os.Environ(), "RUNCPEER_TEST_ARGS="+strings.Join(args, "\x1f"), "_LIBCONTAINER_SYNCPIPE=3")
+		c.ExtraFiles = []*os.File{sock}
+		return c
+	}
+	child := cmd(childArgs, childEnd)
+	var childOut, parentOut bytes.Buffer
+	child.Stdout, child.Stderr = &childOut, &childOut
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	childEnd.Close()
+	parentArgs := []string{"parent", "-child-pid", itoa(child.Process.Pid)}
+	parent := cmd(parentArgs, parentEnd)
+	parent.Stdout, parent.Stderr = &parentOut, &parentOut
+	if root {
+		parent.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	}
+	perr := parent.Run()
+	parentEnd.Close()
+	cerr := child.Wait()
+	t.Logf("parent:\n%s\nchild:\n%s", parentOut.String(), childOut.String())
+	if perr != nil || cerr != nil {
+		t.Fatalf("parent: %v, child: %v", perr, cerr)
+	}
+	kind := "plain-open"
+	if root {
+		kind = "open_tree"
+		if !strings.Contains(parentOut.String(), "procSeccomp fd 0 copied") {
+			t.Error("parent did not copy the seccomp fd")
+		}
+	}
+	if !strings.Contains(childOut.String(), "mountfd "+dir+" "+kind+" ok") {
+		t.Errorf("child did not get a %s fd for %s", kind, dir)
+	}
+	if !strings.Contains(parentOut.String(), "parent: eof") {
+		t.Error("parent did not see the child close the socket")
+	}
+	_ = filepath.Clean(dir)
+}

@@ -1,6 +1,6 @@
 //! runc's own sync wire (runc ≥ 1.2, `libcontainer/sync.go`), as a sans-IO
 //! codec over the same [`SyncMessage`] types and the same
-//! [validation](crate::wire::validate) as the native wire.
+//! [validation](mod@crate::wire::validate) as the native wire.
 //!
 //! One message is one `SOCK_SEQPACKET` record of compact JSON, printed the
 //! way Go's `encoding/json` prints runc's `syncT`:
@@ -41,7 +41,9 @@
 //! let header = runc::decode(recs.json, &limits).unwrap();
 //! assert!(header.has_fd());
 //! let name = runc::decode_fd_record(b"/srv/data", 1, Some("/srv/data")).unwrap();
-//! assert_eq!(header.finish(Some(name)).unwrap(), reply);
+//! let msg = header.finish(Some(name)).unwrap();
+//! assert_eq!(msg.mount_fd_info(), reply.mount_fd_info());
+//! assert!(msg.has_fd()); // decoded messages keep HasFd, as the native codec's do
 //! ```
 //!
 //! Decoding is stricter than Go in the ways `docs/PROTOCOL.md` (runc

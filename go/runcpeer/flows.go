@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -115,7 +117,7 @@ func childMount(s *syncSocket, m *mountSpec, shape string, logf func(string, ...
 	if got.Ino != want.Ino {
 		return fmt.Errorf("mount fd for %s is inode %d, source is inode %d", m.Source, got.Ino, want.Ino)
 	}
-	logf("mountfd %s %s ok", m.Source, src.Type)
+	logf("mountfd %s %s ok uid=%d", m.Source, src.Type, got.Uid)
 	return nil
 }
 
@@ -224,6 +226,12 @@ func parentMount(s *syncSocket, m *mountSpec, cfg parentConfig, logf func(string
 		}
 		fd, err = unix.OpenTree(unix.AT_FDCWD, m.Source, flags)
 		kind = mountSourceOpenTree
+		if err == nil {
+			if ierr := applyIDMapping(fd, m.IDMapping); ierr != nil {
+				_ = unix.Close(fd)
+				return fmt.Errorf("id-map %s: %w", m.Source, ierr)
+			}
+		}
 	} else {
 		fd, err = unix.Open(m.Source, unix.O_PATH|unix.O_CLOEXEC, 0)
 		kind = mountSourcePlainOpen
@@ -238,6 +246,71 @@ func parentMount(s *syncSocket, m *mountSpec, cfg parentConfig, logf func(string
 	}
 	logf("procMountFd %s %s", kind, m.Source)
 	return nil
+}
+
+// applyIDMapping makes the detached mount fd id-mapped (MOUNT_ATTR_IDMAP)
+// with the user namespace at userns_path, or with a user namespace made for
+// the given ranges.
+func applyIDMapping(fd int, idm *idMappingSpec) error {
+	var (
+		nsfd int
+		err  error
+	)
+	if idm.UserNSPath != "" {
+		nsfd, err = unix.Open(idm.UserNSPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	} else {
+		nsfd, err = usernsForRanges(idm.UIDMappings, idm.GIDMappings)
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(nsfd)
+	flags := uint(unix.AT_EMPTY_PATH)
+	if idm.Recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(nsfd)}
+	if err := unix.MountSetattr(fd, "", flags, &attr); err != nil {
+		return fmt.Errorf("mount_setattr(MOUNT_ATTR_IDMAP): %w", err)
+	}
+	return nil
+}
+
+// usernsForRanges returns an fd of a new user namespace with the given
+// mappings. Like runc, it starts a process in that namespace which stops
+// at exec under ptrace (so nothing runs in it), opens its namespace, and
+// kills it.
+func usernsForRanges(uids, gids []IDMap) (int, error) {
+	conv := func(in []IDMap) []syscall.SysProcIDMap {
+		var out []syscall.SysProcIDMap
+		for _, m := range in {
+			out = append(out, syscall.SysProcIDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)})
+		}
+		return out
+	}
+	// The ptrace relationship belongs to this thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	proc, err := os.StartProcess("/proc/self/exe", []string{"runcpeer-userns"}, &os.ProcAttr{
+		Sys: &syscall.SysProcAttr{
+			Cloneflags:  unix.CLONE_NEWUSER,
+			UidMappings: conv(uids), GidMappings: conv(gids),
+			GidMappingsEnableSetgroups: false,
+			Ptrace:                     true,
+		},
+	})
+	if err != nil {
+		return -1, fmt.Errorf("spawn user namespace: %w", err)
+	}
+	defer func() {
+		_ = proc.Kill()
+		_, _ = proc.Wait()
+	}()
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", proc.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open user namespace: %w", err)
+	}
+	return fd, nil
 }
 
 // copySeccompFd copies the child's fd number n with pidfd_getfd(2), as

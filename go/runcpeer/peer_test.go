@@ -190,7 +190,7 @@ func TestInitFlowBothShapes(t *testing.T) {
 				t.Fatalf("transcript:\n%s\nwant:\n%s", strings.Join(res.Transcript, "\n"), strings.Join(want, "\n"))
 			}
 			for _, d := range dirs {
-				if !strings.Contains(child.log.String(), "mountfd "+d+" plain-open ok") {
+				if !strings.Contains(child.log.String(), "mountfd "+d+" plain-open ok uid=") {
 					t.Errorf("child did not check the fd of %s", d)
 				}
 			}
@@ -307,7 +307,7 @@ func TestCrossProcess(t *testing.T) {
 	root := os.Geteuid() == 0
 	childArgs := []string{"child", "-mode", "init", "-shape", "v1.4", "-mount", dir + ":/data"}
 	if root {
-		childArgs = append(childArgs, "-idmap-userns", "/proc/self/ns/user", "-seccomp-fd", "0")
+		childArgs = append(childArgs, "-idmap-range", "0:100000:65536", "-seccomp-fd", "0")
 	} else {
 		t.Log("not root: no id-mapped mount, no pidfd_getfd")
 	}
@@ -337,15 +337,16 @@ func TestCrossProcess(t *testing.T) {
 	if perr != nil || cerr != nil {
 		t.Fatalf("parent: %v, child: %v", perr, cerr)
 	}
-	kind := "plain-open"
+	want := "mountfd " + dir + " plain-open ok uid=" + itoa(os.Geteuid())
 	if root {
-		kind = "open_tree"
+		// root's directory seen through the id-mapped mount: 0 -> 100000.
+		want = "mountfd " + dir + " open_tree ok uid=100000"
 		if !strings.Contains(parentOut.String(), "procSeccomp fd 0 copied") {
 			t.Error("parent did not copy the seccomp fd")
 		}
 	}
-	if !strings.Contains(childOut.String(), "mountfd "+dir+" "+kind+" ok") {
-		t.Errorf("child did not get a %s fd for %s", kind, dir)
+	if !strings.Contains(childOut.String(), want) {
+		t.Errorf("child output lacks %q", want)
 	}
 	if !strings.Contains(parentOut.String(), "parent: eof") {
 		t.Error("parent did not see the child close the socket")

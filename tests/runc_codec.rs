@@ -472,3 +472,370 @@ mod props {
         }
     }
 }
+
+/// The codec against the independent Go peer (go/runcpeer) over real
+/// seqpacket sockets and real processes: a minimal record layer here (peek
+/// the size, read the record, fds via SCM_RIGHTS), the codec above it.
+/// Skipped, with a printed reason, when no Go toolchain is installed.
+mod interop {
+    use super::*;
+    use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+    use rustix::net::{
+        recv, recvmsg, sendmsg, socketpair, sockopt, AddressFamily, RecvAncillaryBuffer,
+        RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage,
+        SendFlags, SocketFlags, SocketType,
+    };
+    use std::io::{IoSlice, IoSliceMut};
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsRawFd;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Duration;
+
+    /// Serializes the tests that hand a non-CLOEXEC fd to a child process,
+    /// so no other spawned process inherits it.
+    static SPAWN: Mutex<()> = Mutex::new(());
+
+    fn peer() -> Option<&'static PathBuf> {
+        static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+        BIN.get_or_init(|| {
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("runcpeer");
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/go/runcpeer");
+            match Command::new("go")
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg(".")
+                .current_dir(dir)
+                .status()
+            {
+                Ok(s) if s.success() => Some(out),
+                Ok(s) => panic!("go build of go/runcpeer failed: {s}"),
+                Err(e) => {
+                    eprintln!("skipping runc interop tests: cannot run `go` ({e})");
+                    None
+                }
+            }
+        })
+        .as_ref()
+    }
+
+    struct Sock(OwnedFd);
+
+    impl Sock {
+        fn send(&self, record: &[u8], fd: Option<BorrowedFd<'_>>) {
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut cmsg = SendAncillaryBuffer::new(&mut space);
+            let fds;
+            if let Some(fd) = fd {
+                fds = [fd];
+                assert!(cmsg.push(SendAncillaryMessage::ScmRights(&fds)));
+            }
+            let n = sendmsg(
+                &self.0,
+                &[IoSlice::new(record)],
+                &mut cmsg,
+                SendFlags::empty(),
+            )
+            .unwrap();
+            assert_eq!(n, record.len());
+        }
+
+        /// One record and its fds; an empty record means EOF.
+        fn recv(&self) -> (Vec<u8>, Vec<OwnedFd>) {
+            let (_, size) = recv(
+                &self.0,
+                &mut [0u8; 0][..],
+                RecvFlags::PEEK | RecvFlags::TRUNC,
+            )
+            .expect("peek (timed out?)");
+            let mut buf = vec![0u8; size];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+            let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+            let msg = recvmsg(
+                &self.0,
+                &mut [IoSliceMut::new(&mut buf)],
+                &mut cmsg,
+                RecvFlags::CMSG_CLOEXEC,
+            )
+            .unwrap();
+            let mut fds = Vec::new();
+            for m in cmsg.drain() {
+                if let RecvAncillaryMessage::ScmRights(it) = m {
+                    fds.extend(it);
+                }
+            }
+            assert!(!msg.flags.contains(ReturnFlags::CTRUNC | ReturnFlags::TRUNC));
+            assert_eq!(msg.bytes, size);
+            (buf, fds)
+        }
+    }
+
+    /// Starts the Go peer with the far end of a seqpacket pair as `-fd N`.
+    fn spawn(args: &[&str]) -> (Sock, Child) {
+        let (ours, theirs) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::empty(),
+            None,
+        )
+        .unwrap();
+        rustix::io::fcntl_setfd(&ours, rustix::io::FdFlags::CLOEXEC).unwrap();
+        sockopt::set_socket_timeout(&ours, sockopt::Timeout::Recv, Some(Duration::from_secs(10)))
+            .unwrap();
+        let child = Command::new(peer().unwrap())
+            .args(args)
+            .args(["-fd", &theirs.as_raw_fd().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(theirs);
+        (Sock(ours), child)
+    }
+
+    fn finish(child: Child) -> (bool, String) {
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// procsync as runc's parent, answering the Go child's init flow.
+    fn serve(sock: &Sock, child_pid: u32, shape: MountShape) -> Vec<String> {
+        let limits = Limits::default();
+        let mut transcript = Vec::new();
+        loop {
+            let (rec, fds) = sock.recv();
+            if rec.is_empty() {
+                transcript.push("eof".to_string());
+                return transcript;
+            }
+            assert!(fds.is_empty(), "the JSON record carries no fd");
+            let msg = runc::decode(&rec, &limits)
+                .and_then(|h| h.finish(None))
+                .unwrap();
+            let mut out = Vec::new();
+            match msg.kind().unwrap() {
+                MessageType::MountPlease => {
+                    let src = msg.mount().unwrap().source.clone();
+                    let fd = rustix::fs::open(
+                        src.as_str(),
+                        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+                        rustix::fs::Mode::empty(),
+                    )
+                    .unwrap();
+                    let reply = SyncMessage::mount_fd(MountSourceKind::PlainOpen, src.as_str());
+                    let recs = runc::encode(&reply, Some(&src), shape, &limits, &mut out).unwrap();
+                    sock.send(recs.json, None);
+                    sock.send(recs.fd_name.unwrap(), Some(fd.as_fd()));
+                    transcript.push(format!("mount {src}"));
+                }
+                MessageType::Seccomp => {
+                    let Some(procsync::schema::SeccompTransfer::ChildFd(n)) =
+                        msg.seccomp_transfer()
+                    else {
+                        panic!("seccomp without a child fd");
+                    };
+                    let pid = rustix::process::Pid::from_raw(child_pid as i32).unwrap();
+                    let pidfd =
+                        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+                            .unwrap();
+                    let copy = rustix::process::pidfd_getfd(
+                        &pidfd,
+                        n,
+                        rustix::process::PidfdGetfdFlags::empty(),
+                    )
+                    .unwrap();
+                    drop(copy);
+                    let recs =
+                        runc::encode(&SyncMessage::seccomp_done(), None, shape, &limits, &mut out)
+                            .unwrap();
+                    sock.send(recs.json, None);
+                    transcript.push(format!("seccomp {n}"));
+                }
+                ty => {
+                    let reply = SyncMessage::new(ty.reply().expect("a request"));
+                    let recs = runc::encode(&reply, None, shape, &limits, &mut out).unwrap();
+                    sock.send(recs.json, None);
+                    transcript.push(ty.name().to_string());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn procsync_parent_serves_go_child() {
+        if peer().is_none() {
+            return;
+        }
+        let _g = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        let (d1, d2) = (tempdir("a"), tempdir("b"));
+        for shape in ["v1.2", "v1.4"] {
+            let mut args = vec!["child", "-mode", "init", "-shape", shape];
+            let m1 = format!("{d1}:/one");
+            let m2 = format!("{d2}:/two");
+            args.extend(["-mount", &m1, "-mount", &m2]);
+            let root = rustix::process::geteuid().is_root();
+            if root {
+                args.extend(["-seccomp-fd", "2"]);
+            }
+            let (sock, child) = spawn(&args);
+            let pid = child.id();
+            let transcript = serve(&sock, pid, MountShape::from_name(shape).unwrap());
+            let (ok, out) = finish(child);
+            assert!(ok, "{shape}: go child failed:\n{out}");
+            let mut want = vec![
+                format!("mount {d1}"),
+                format!("mount {d2}"),
+                "Hooks".into(),
+                "Ready".into(),
+            ];
+            if root {
+                want.push("seccomp 2".into());
+            }
+            want.push("eof".into());
+            assert_eq!(transcript, want, "{shape}");
+            assert!(
+                out.contains(&format!("mountfd {d1} plain-open ok")),
+                "{out}"
+            );
+            assert!(
+                out.contains(&format!("mountfd {d2} plain-open ok")),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn procsync_child_against_go_parent() {
+        if peer().is_none() {
+            return;
+        }
+        let _g = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        let limits = Limits::default();
+        let dir = tempdir("c");
+        let (sock, parent) = spawn(&["parent"]);
+        let mut out = Vec::new();
+        let req = SyncMessage::mount_please(Mount::bind(dir.as_str(), "/data").recursive());
+        sock.send(
+            runc::encode(&req, None, MountShape::V1_2, &limits, &mut out)
+                .unwrap()
+                .json,
+            None,
+        );
+        let (rec, fds) = sock.recv();
+        assert!(fds.is_empty());
+        let header = runc::decode(&rec, &limits).unwrap();
+        assert!(header.has_fd());
+        let (name, fds) = sock.recv();
+        let name = runc::decode_fd_record(&name, fds.len(), Some(dir.as_str())).unwrap();
+        let msg = header.finish(Some(name)).unwrap();
+        assert_eq!(
+            msg.mount_fd_info().unwrap().kind(),
+            MountSourceKind::PlainOpen
+        );
+        let got = rustix::fs::fstat(&fds[0]).unwrap();
+        let want = rustix::fs::stat(dir.as_str()).unwrap();
+        assert_eq!((got.st_dev, got.st_ino), (want.st_dev, want.st_ino));
+        for (req, reply) in [
+            (SyncMessage::hooks(), MessageType::HooksDone),
+            (SyncMessage::ready(), MessageType::Run),
+        ] {
+            out.clear();
+            sock.send(
+                runc::encode(&req, None, MountShape::V1_2, &limits, &mut out)
+                    .unwrap()
+                    .json,
+                None,
+            );
+            let (rec, _) = sock.recv();
+            let msg = runc::decode(&rec, &limits)
+                .and_then(|h| h.finish(None))
+                .unwrap();
+            assert_eq!(msg.kind(), Some(reply));
+        }
+        drop(sock);
+        let (ok, text) = finish(parent);
+        assert!(ok, "go parent failed:\n{text}");
+        assert!(text.contains("parent: eof"), "{text}");
+    }
+
+    #[test]
+    fn errors_cross_in_both_directions() {
+        if peer().is_none() {
+            return;
+        }
+        let _g = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        let limits = Limits::default();
+        // Go child -> procsync parent.
+        let (sock, child) = spawn(&[
+            "child",
+            "-mode",
+            "error",
+            "-error-msg",
+            "init failed: <x> & \"y\"",
+        ]);
+        let (rec, _) = sock.recv();
+        let msg = runc::decode(&rec, &limits)
+            .and_then(|h| h.finish(None))
+            .unwrap();
+        assert_eq!(msg.error_message(), Some("init failed: <x> & \"y\""));
+        assert!(finish(child).0);
+        // Go parent refuses a mount -> procsync child gets procError.
+        let dir = tempdir("d");
+        let (sock, parent) = spawn(&["parent", "-fail-on", dir.as_str()]);
+        let mut out = Vec::new();
+        let req = SyncMessage::mount_please(Mount::bind(dir.as_str(), "/x"));
+        sock.send(
+            runc::encode(&req, None, MountShape::V1_4, &limits, &mut out)
+                .unwrap()
+                .json,
+            None,
+        );
+        let (rec, _) = sock.recv();
+        let msg = runc::decode(&rec, &limits)
+            .and_then(|h| h.finish(None))
+            .unwrap();
+        assert!(
+            msg.error_message()
+                .unwrap()
+                .contains("refusing mount source"),
+            "{msg:?}"
+        );
+        drop(sock);
+        let (ok, _) = finish(parent);
+        assert!(!ok, "the parent reports the refused mount as a failure");
+    }
+
+    /// A directory removed on drop.
+    struct TempDir(String);
+
+    impl std::ops::Deref for TempDir {
+        type Target = String;
+        fn deref(&self) -> &String {
+            &self.0
+        }
+    }
+
+    impl std::fmt::Display for TempDir {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tempdir(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("procsync-runc-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d.to_str().unwrap().to_owned())
+    }
+}

@@ -316,6 +316,8 @@ fn encode_refuses_what_runc_cannot_carry() {
     let mfd = SyncMessage::mount_fd(MountSourceKind::OpenTree, "/src");
     assert_eq!(enc(&mfd, Some("/other")), "fd-name-mismatch");
     assert_eq!(enc(&mfd, None), "missing-fd");
+    let no_source = SyncMessage::mount_fd(MountSourceKind::OpenTree, "");
+    assert_eq!(enc(&no_source, Some("")), "invalid-value");
     assert_eq!(enc(&SyncMessage::ready(), Some("/x")), "unexpected-fd");
     assert_eq!(
         enc(&SyncMessage::seccomp_attached(), Some("seccomp")),

@@ -107,7 +107,7 @@ impl MountShape {
 }
 
 /// runc's name for a message type (`"procMountPlease"`), as it travels in
-/// the `type` key.
+/// the `type` key; `""` for [`MessageType::Unspecified`], which has none.
 pub const fn type_name(ty: MessageType) -> &'static str {
     match ty {
         MessageType::Unspecified => "",
@@ -368,13 +368,21 @@ pub enum RuncEncodeError {
         /// Why.
         reason: &'static str,
     },
-    /// The fd name is not usable as an fd record (empty, NUL, too long).
+    /// The fd name is not usable as an fd record (empty, or holds a NUL).
     #[error("{ty}: invalid fd name: {reason}")]
     FdName {
         /// The message type.
         ty: MessageType,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// The fd name is 4096 bytes or longer (runc's reader refuses it).
+    #[error("{ty}: fd name of {len} bytes is too long (at most {MAX_FD_NAME_LEN})")]
+    FdNameTooLong {
+        /// The message type.
+        ty: MessageType,
+        /// The name's length.
+        len: usize,
     },
     /// A `procMountFd`'s fd name must equal its source (runc's child checks it).
     #[error("{ty}: fd name {fd_name:?} differs from the mount source {mount_source:?}")]
@@ -404,17 +412,13 @@ impl RuncEncodeError {
         match self {
             RuncEncodeError::Invalid(v) => RuncErrorKind::Wire(v.kind()),
             RuncEncodeError::Unrepresentable { .. } => RuncErrorKind::Unrepresentable,
-            RuncEncodeError::FdName { reason, .. } if *reason == REASON_TOO_LONG => {
-                RuncErrorKind::FdNameTooLong
-            }
             RuncEncodeError::FdName { .. } => RuncErrorKind::FdNameInvalid,
+            RuncEncodeError::FdNameTooLong { .. } => RuncErrorKind::FdNameTooLong,
             RuncEncodeError::FdNameMismatch { .. } => RuncErrorKind::FdNameMismatch,
             RuncEncodeError::TooLarge { .. } => RuncErrorKind::Wire(ErrorKind::TooLarge),
         }
     }
 }
-
-const REASON_TOO_LONG: &str = "4096 bytes or longer";
 
 /// The records [`encode`] produced: the JSON record and, when an fd is
 /// attached, the payload of the name record that must carry it.
@@ -475,7 +479,7 @@ impl RuncHeader {
         if let (Some(Payload::MountFd(info)), Some(name)) = (&mut msg.payload, fd_name) {
             info.source = name.to_owned();
         }
-        validate_relaxed(&msg, msg.flags, usize::from(msg.has_fd()))?;
+        validate_relaxed(&msg, msg.flags, usize::from(msg.has_fd()), false)?;
         Ok(msg)
     }
 }
@@ -487,6 +491,7 @@ fn validate_relaxed(
     msg: &SyncMessage,
     flags: u32,
     nfds: usize,
+    source_pending: bool,
 ) -> Result<MessageType, ValidationError> {
     let placeholder = match &msg.payload {
         Some(Payload::Error(e)) if e.message.is_empty() => Some(SyncMessage {
@@ -495,7 +500,7 @@ fn validate_relaxed(
             })),
             ..msg.clone()
         }),
-        Some(Payload::MountFd(m)) if m.source.is_empty() => Some(SyncMessage {
+        Some(Payload::MountFd(m)) if source_pending && m.source.is_empty() => Some(SyncMessage {
             payload: Some(Payload::MountFd(MountFdInfo {
                 kind: m.kind,
                 source: "/".into(),
@@ -528,7 +533,7 @@ pub fn encode<'a>(
     out: &'a mut Vec<u8>,
 ) -> Result<RuncRecords<'a>, RuncEncodeError> {
     let flags = (msg.flags & !FLAG_HAS_FD) | if fd_name.is_some() { FLAG_HAS_FD } else { 0 };
-    let ty = validate_relaxed(msg, flags, usize::from(fd_name.is_some()))?;
+    let ty = validate_relaxed(msg, flags, usize::from(fd_name.is_some()), false)?;
     if let Some(name) = fd_name {
         check_fd_name_for_send(ty, name)?;
     }
@@ -609,7 +614,10 @@ fn check_fd_name_for_send(ty: MessageType, name: &str) -> Result<(), RuncEncodeE
     let reason = if name.is_empty() {
         "empty (a zero-length record reads as EOF)"
     } else if name.len() > MAX_FD_NAME_LEN {
-        REASON_TOO_LONG
+        return Err(RuncEncodeError::FdNameTooLong {
+            ty,
+            len: name.len(),
+        });
     } else if name.as_bytes().contains(&0) {
         "contains NUL"
     } else {
@@ -766,8 +774,9 @@ fn write_id_maps(out: &mut Vec<u8>, maps: &[IdMap]) {
 
 /// Decodes runc's JSON record into a [`RuncHeader`].
 ///
-/// The record's size is checked against `limits` before anything is parsed;
-/// parsing allocates at most a small multiple of the record size. Every
+/// The record's size is checked against `limits` before anything is parsed,
+/// so allocation is bounded by it (the parse tree takes at worst about 32
+/// bytes per record byte: 2 MiB at the default 64 KiB limit). Every
 /// rejection is a typed [`RuncDecodeError`]; nothing panics. The JSON record
 /// itself carries no fd: a transport that receives fds with it must close
 /// them and reject the record (`unexpected-fd`).
@@ -843,7 +852,7 @@ pub fn decode(record: &[u8], limits: &Limits) -> Result<RuncHeader, RuncDecodeEr
         payload,
     };
     // The fd (if announced) comes in the next record; check as if it will.
-    validate_relaxed(&msg, flags, usize::from(msg.has_fd()))?;
+    validate_relaxed(&msg, flags, usize::from(msg.has_fd()), true)?;
     Ok(RuncHeader { msg })
 }
 

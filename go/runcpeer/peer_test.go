@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -352,4 +353,88 @@ func TestCrossProcess(t *testing.T) {
 		t.Error("parent did not see the child close the socket")
 	}
 	_ = filepath.Clean(dir)
+}
+
+// goJSONAccepts reports whether runc's own reader gets past encoding/json
+// with record: the syncT, then the argument into its runc type.
+func goJSONAccepts(record []byte) bool {
+	var msg syncT
+	if err := json.Unmarshal(record, &msg); err != nil {
+		return false
+	}
+	if msg.Arg == nil {
+		return true
+	}
+	var arg any
+	switch msg.Type {
+	case procError:
+		arg = new(initError)
+	case procMountFd:
+		arg = new(mountSource)
+	case procSeccomp:
+		arg = new(int)
+	case procMountPlease:
+		arg = new(mountV12)
+	default:
+		return true // runc rejects an unexpected argument later, not in encoding/json
+	}
+	return json.Unmarshal(*msg.Arg, arg) == nil
+}
+
+// Pins down where procsync is stricter than Go's encoding/json (the list in
+// docs/fragments/runc-protocol.md): the JSON-level invalid vectors that Go
+// accepts are exactly these; every other malformed-body, wrong-type and
+// number-out-of-range vector is refused by Go too.
+func TestStricterThanGoOnlyWhereDocumented(t *testing.T) {
+	raw, err := os.ReadFile(vectorsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vf vectorFile
+	if err := json.Unmarshal(raw, &vf); err != nil {
+		t.Fatal(err)
+	}
+	jsonLevel := map[string]bool{
+		"malformed-body": true, "wrong-type": true, "number-out-of-range": true, "too-deep": true,
+		"duplicate-field": true, "noncanonical-key": true, "missing-field": true,
+	}
+	want := map[string]bool{
+		"invalid UTF-8":              true, // Go substitutes U+FFFD
+		"lone surrogate":             true, // Go substitutes U+FFFD
+		"nesting deeper than 16":     true, // Go allows 10000 levels
+		"missing type":               true, // Go leaves "" (runc then fails the type check)
+		"null type":                  true,
+		"missing flags":              true, // Go leaves 0
+		"duplicate type":             true, // Go keeps the last
+		"duplicate mount source":     true,
+		"key in the wrong case":      true, // Go folds case
+		"rec_attr key in lower case": true,
+		"key folded with long s":     true,
+		"empty record":               false,
+	}
+	got := map[string]bool{}
+	for _, v := range vf.Invalid {
+		if !jsonLevel[v.Kind] || v.RecordHex == "" && v.Record == "" {
+			continue
+		}
+		rec := []byte(v.Record)
+		if v.RecordHex != "" {
+			if rec, err = hex.DecodeString(v.RecordHex); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if goJSONAccepts(rec) {
+			got[v.Name] = true
+		}
+	}
+	for name := range want {
+		if want[name] && !got[name] {
+			t.Errorf("%q: Go rejects it too; drop it from the documented differences", name)
+		}
+	}
+	for name := range got {
+		if !want[name] {
+			t.Errorf("%q: Go accepts it; document the difference", name)
+		}
+	}
 }

@@ -7,8 +7,8 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -119,8 +119,18 @@ func socketpair(t *testing.T) (*syncSocket, *syncSocket) {
 	return a, b
 }
 
+var pollerWarm sync.Once
+
+// countFds counts this process's open fds. The first call first makes the
+// Go runtime open its netpoller fds (epoll, eventfd), which it does lazily.
 func countFds(t *testing.T) int {
 	t.Helper()
+	pollerWarm.Do(func() {
+		if r, w, err := os.Pipe(); err == nil {
+			r.Close()
+			w.Close()
+		}
+	})
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
@@ -298,6 +308,28 @@ func TestChildRejectsBadFdRecords(t *testing.T) {
 // with open_tree(OPEN_TREE_CLONE), and copies the child's seccomp fd with
 // pidfd_getfd.
 func TestCrossProcess(t *testing.T) {
+	root := os.Geteuid() == 0
+	if !root {
+		t.Log("not root: no id-mapped mounts, no pidfd_getfd")
+		crossProcess(t, nil, "plain-open", itoa(os.Geteuid()))
+		return
+	}
+	t.Run("idmap ranges", func(t *testing.T) {
+		// root's directory seen through the id-mapped mount: 0 -> 100000.
+		crossProcess(t, []string{"-idmap-range", "0:100000:65536", "-seccomp-fd", "0"}, "open_tree", "100000")
+	})
+	t.Run("idmap userns_path", func(t *testing.T) {
+		nsfd, err := usernsForRanges([]IDMap{{0, 200000, 65536}}, []IDMap{{0, 200000, 65536}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(nsfd)
+		path := "/proc/" + itoa(os.Getpid()) + "/fd/" + itoa(nsfd)
+		crossProcess(t, []string{"-idmap-userns", path}, "open_tree", "200000")
+	})
+}
+
+func crossProcess(t *testing.T, extra []string, kind, uid string) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -305,13 +337,7 @@ func TestCrossProcess(t *testing.T) {
 	parentEnd := os.NewFile(uintptr(fds[0]), "parent-end")
 	childEnd := os.NewFile(uintptr(fds[1]), "child-end")
 	dir := t.TempDir()
-	root := os.Geteuid() == 0
-	childArgs := []string{"child", "-mode", "init", "-shape", "v1.4", "-mount", dir + ":/data"}
-	if root {
-		childArgs = append(childArgs, "-idmap-range", "0:100000:65536", "-seccomp-fd", "0")
-	} else {
-		t.Log("not root: no id-mapped mount, no pidfd_getfd")
-	}
+	childArgs := append([]string{"child", "-mode", "init", "-shape", "v1.4", "-mount", dir + ":/data"}, extra...)
 	cmd := func(args []string, sock *os.File) *exec.Cmd {
 		c := exec.Command(os.Args[0])
 		c.Env = append(os.Environ(), "RUNCPEER_TEST_ARGS="+strings.Join(args, "\x1f"), "_LIBCONTAINER_SYNCPIPE=3")
@@ -325,10 +351,9 @@ func TestCrossProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	childEnd.Close()
-	parentArgs := []string{"parent", "-child-pid", itoa(child.Process.Pid)}
-	parent := cmd(parentArgs, parentEnd)
+	parent := cmd([]string{"parent", "-child-pid", itoa(child.Process.Pid)}, parentEnd)
 	parent.Stdout, parent.Stderr = &parentOut, &parentOut
-	if root {
+	if os.Geteuid() == 0 {
 		parent.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
 	}
 	perr := parent.Run()
@@ -338,21 +363,17 @@ func TestCrossProcess(t *testing.T) {
 	if perr != nil || cerr != nil {
 		t.Fatalf("parent: %v, child: %v", perr, cerr)
 	}
-	want := "mountfd " + dir + " plain-open ok uid=" + itoa(os.Geteuid())
-	if root {
-		// root's directory seen through the id-mapped mount: 0 -> 100000.
-		want = "mountfd " + dir + " open_tree ok uid=100000"
-		if !strings.Contains(parentOut.String(), "procSeccomp fd 0 copied") {
+	if want := "mountfd " + dir + " " + kind + " ok uid=" + uid; !strings.Contains(childOut.String(), want) {
+		t.Errorf("child output lacks %q", want)
+	}
+	for _, a := range extra {
+		if a == "-seccomp-fd" && !strings.Contains(parentOut.String(), "procSeccomp fd 0 copied") {
 			t.Error("parent did not copy the seccomp fd")
 		}
-	}
-	if !strings.Contains(childOut.String(), want) {
-		t.Errorf("child output lacks %q", want)
 	}
 	if !strings.Contains(parentOut.String(), "parent: eof") {
 		t.Error("parent did not see the child close the socket")
 	}
-	_ = filepath.Clean(dir)
 }
 
 // goJSONAccepts reports whether runc's own reader gets past encoding/json

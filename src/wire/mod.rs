@@ -11,6 +11,8 @@
 //! send something the protocol does not allow.
 
 pub mod native;
+#[cfg(feature = "runc-compat")]
+pub mod runc;
 pub mod validate;
 
 pub use validate::{validate, ValidationError};

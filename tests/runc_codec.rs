@@ -513,6 +513,9 @@ mod interop {
             {
                 Ok(s) if s.success() => Some(out),
                 Ok(s) => panic!("go build of go/runcpeer failed: {s}"),
+                Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                    panic!("CI=true but `go` cannot run ({e}): the runc interop tests need Go")
+                }
                 Err(e) => {
                     eprintln!("skipping runc interop tests: cannot run `go` ({e})");
                     None

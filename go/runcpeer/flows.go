@@ -123,9 +123,10 @@ func childMount(s *syncSocket, m *mountSpec, shape string, logf func(string, ...
 
 // parentConfig drives the parent (runc create/exec) side.
 type parentConfig struct {
-	ChildPid int       // for pidfd_getfd on procSeccomp; 0: refuse procSeccomp
-	FailOn   string    // a mount source the parent refuses with procError
-	Log      io.Writer // transcript, one line per event
+	ChildPid  int       // for pidfd_getfd on procSeccomp; 0: refuse procSeccomp
+	FailOn    string    // a mount source the parent refuses with procError
+	Misbehave string    // answer the first procMountPlease with a broken fd record (see misbehave)
+	Log       io.Writer // transcript, one line per event
 }
 
 // parentResult is what the parent saw, for tests.
@@ -171,7 +172,9 @@ func runParent(s *syncSocket, cfg parentConfig) (*parentResult, error) {
 			}
 			logf("procMountPlease %s -> %s", m.Source, m.Destination)
 			if err := parentMount(s, m, cfg, logf); err != nil {
-				_ = s.writeSync(procError, &initError{Message: err.Error()}, nil)
+				if !errors.Is(err, errMisbehaved) {
+					_ = s.writeSync(procError, &initError{Message: err.Error()}, nil)
+				}
 				return res, err
 			}
 		case procHooks, procReady:
@@ -210,6 +213,13 @@ func runParent(s *syncSocket, cfg parentConfig) (*parentResult, error) {
 func parentMount(s *syncSocket, m *mountSpec, cfg parentConfig, logf func(string, ...any)) error {
 	if m.Source == cfg.FailOn {
 		return fmt.Errorf("refusing mount source %s", m.Source)
+	}
+	if cfg.Misbehave != "" {
+		if err := misbehave(s, m.Source, cfg.Misbehave); err != nil {
+			return err
+		}
+		logf("misbehaved: %s", cfg.Misbehave)
+		return errMisbehaved
 	}
 	if !strings.HasPrefix(m.Source, "/") {
 		return fmt.Errorf("mount source %q is not absolute", m.Source)
@@ -329,4 +339,81 @@ func copySeccompFd(pid, n int) error {
 		return fmt.Errorf("pidfd_getfd(%d, %d): %w", pid, n, err)
 	}
 	return unix.Close(fd)
+}
+
+// errMisbehaved ends the parent after a deliberately broken reply.
+var errMisbehaved = errors.New("sent a broken reply on purpose")
+
+// misbehaveModes are the broken procMountFd replies misbehave can send, for
+// testing a receiver's checks over a real socket.
+var misbehaveModes = []string{
+	"no-fd-record",    // HasFd set, then end of stream instead of the fd record
+	"fd-record-no-fd", // the fd record carries no fd
+	"name-mismatch",   // the fd record is named after another file
+	"long-name",       // the fd record's name is 4096 bytes
+	"two-fds",         // the fd record carries two fds
+	"fd-on-json",      // the JSON record itself carries an fd
+	"not-json",        // the reply is not JSON
+}
+
+// misbehave answers a procMountPlease for source with a procMountFd that
+// breaks one rule of the wire (mode is one of misbehaveModes).
+func misbehave(s *syncSocket, source, mode string) error {
+	f, err := os.Open(source)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	g, err := os.Open("/")
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	header, err := marshalSync(procMountFd, &mountSource{Type: mountSourcePlainOpen}, true)
+	if err != nil {
+		return err
+	}
+	send := func(payload []byte, fds ...int) error {
+		var oob []byte
+		if len(fds) > 0 {
+			oob = unix.UnixRights(fds...)
+		}
+		_, err := retryEINTR(func() (struct{}, error) {
+			return struct{}{}, unix.Sendmsg(s.fd, payload, oob, nil, 0)
+		})
+		return err
+	}
+	fd, fd2 := int(f.Fd()), int(g.Fd())
+	switch mode {
+	case "no-fd-record":
+		return send(header)
+	case "fd-record-no-fd":
+		if err := send(header); err != nil {
+			return err
+		}
+		return send([]byte(source))
+	case "name-mismatch":
+		if err := send(header); err != nil {
+			return err
+		}
+		return send([]byte(source+"-other"), fd)
+	case "long-name":
+		if err := send(header); err != nil {
+			return err
+		}
+		return send([]byte("/"+strings.Repeat("a", maxNameLen-1)), fd)
+	case "two-fds":
+		if err := send(header); err != nil {
+			return err
+		}
+		return send([]byte(source), fd, fd2)
+	case "fd-on-json":
+		if err := send(header, fd2); err != nil {
+			return err
+		}
+		return send([]byte(source), fd)
+	case "not-json":
+		return send([]byte("procMountFd"), fd)
+	}
+	return fmt.Errorf("unknown misbehave mode %q (want one of %s)", mode, strings.Join(misbehaveModes, ", "))
 }

@@ -5,7 +5,7 @@
 //
 //	runcpeer child  [-fd N] -mode init|exec|error [-mount SRC:DST]... [-shape v1.2|v1.4]
 //	                [-idmap-userns PATH] [-idmap-range C:H:N] [-seccomp-fd N] [-error-msg S]
-//	runcpeer parent [-fd N] [-child-pid PID] [-fail-on SRC]
+//	runcpeer parent [-fd N] [-child-pid PID] [-fail-on SRC] [-misbehave MODE]
 //	runcpeer gen-vectors [-o FILE]
 //
 // The socket fd comes from -fd, else from $_LIBCONTAINER_SYNCPIPE (runc's
@@ -139,6 +139,7 @@ func mainParent(args []string) error {
 	fd := fs.Int("fd", -1, "sync socket fd (default: $_LIBCONTAINER_SYNCPIPE)")
 	pid := fs.Int("child-pid", 0, "the child's pid, for pidfd_getfd on procSeccomp")
 	failOn := fs.String("fail-on", "", "answer a procMountPlease for this source with procError")
+	misbehave := fs.String("misbehave", "", "answer the first procMountPlease with a broken reply: "+strings.Join(misbehaveModes, ", "))
 	timeout := fs.Duration("timeout", 10*time.Second, "give up waiting for the child after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -148,6 +149,6 @@ func mainParent(args []string) error {
 		return err
 	}
 	defer s.Close()
-	_, err = runParent(s, parentConfig{ChildPid: *pid, FailOn: *failOn, Log: os.Stdout})
+	_, err = runParent(s, parentConfig{ChildPid: *pid, FailOn: *failOn, Misbehave: *misbehave, Log: os.Stdout})
 	return err
 }

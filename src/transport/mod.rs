@@ -40,6 +40,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "runc-compat")]
+mod runc;
 mod sys;
 
 use std::io;
@@ -69,6 +71,21 @@ pub const MAX_RECV_FDS: usize = 16;
 /// a peer that sends a few fds too many is seen (and all of them closed)
 /// rather than having the kernel silently discard the excess.
 pub const SPARE_FDS: usize = 4;
+
+/// Which wire format a [`SyncSocket`] speaks ([`SyncSocket::with_wire`]).
+/// Both carry the same [`SyncMessage`]s under the same validation, so every
+/// layer above the socket works unchanged on either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Wire {
+    /// procsync's own framing: one record per message, the fd in it.
+    #[default]
+    Native,
+    /// runc's JSON sync wire (runc ≥ 1.2): a JSON record per message, an fd
+    /// in a second record named after the file. The shape says how a sent
+    /// `MountPlease` prints `configs.Mount`; both shapes are received.
+    #[cfg(feature = "runc-compat")]
+    Runc(crate::wire::runc::MountShape),
+}
 
 /// Who caused a [`TransportError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,6 +191,15 @@ pub enum TransportError {
         /// The socket's fd number.
         fd: RawFd,
     },
+    /// The peer sent a record runc's wire rejects (JSON, or the fd record
+    /// that follows a HasFd message); every fd that came with it is closed.
+    #[cfg(feature = "runc-compat")]
+    #[error("peer sent an invalid runc record: {0}")]
+    RuncDecode(#[source] crate::wire::runc::RuncDecodeError),
+    /// The local caller asked to send a message runc's wire cannot carry.
+    #[cfg(feature = "runc-compat")]
+    #[error("refusing to send on the runc wire: {0}")]
+    RuncEncode(#[source] crate::wire::runc::RuncEncodeError),
     /// A system call failed.
     #[error("{op}: {source}")]
     Io {
@@ -205,6 +231,10 @@ impl TransportError {
             | E::WriteShutdown
             | E::StdioFd { .. } => Origin::Local,
             E::UnexpectedControl { .. } | E::Io { .. } => Origin::Os,
+            #[cfg(feature = "runc-compat")]
+            E::RuncDecode(_) => Origin::Peer,
+            #[cfg(feature = "runc-compat")]
+            E::RuncEncode(_) => Origin::Local,
         }
     }
 
@@ -263,6 +293,9 @@ pub struct SyncSocket {
     send_buf: Mutex<BytesMut>,
     recv_buf: Mutex<Vec<u8>>,
     write_shut: AtomicBool,
+    wire: Wire,
+    #[cfg(feature = "runc-compat")]
+    runc: runc::RuncState,
 }
 
 impl std::fmt::Debug for SyncSocket {
@@ -270,6 +303,7 @@ impl std::fmt::Debug for SyncSocket {
         f.debug_struct("SyncSocket")
             .field("fd", &self.fd.as_raw_fd())
             .field("limits", &self.limits)
+            .field("wire", &self.wire)
             .field(
                 "peer_pidfd",
                 &self.peer_pidfd.as_ref().map(AsRawFd::as_raw_fd),
@@ -299,6 +333,9 @@ impl SyncSocket {
             send_buf: Mutex::new(BytesMut::new()),
             recv_buf: Mutex::new(Vec::new()),
             write_shut: AtomicBool::new(false),
+            wire: Wire::Native,
+            #[cfg(feature = "runc-compat")]
+            runc: runc::RuncState::default(),
         }
     }
 
@@ -404,6 +441,20 @@ impl SyncSocket {
         self
     }
 
+    /// Selects the wire format [`send`](Self::send), [`recv`](Self::recv)
+    /// and [`recv_deadline`](Self::recv_deadline) speak (default
+    /// [`Wire::Native`]). Both ends must agree; the raw record layer
+    /// ([`send_record`](Self::send_record)) is the same for both.
+    pub fn with_wire(mut self, wire: Wire) -> Self {
+        self.wire = wire;
+        self
+    }
+
+    /// The wire format in use.
+    pub fn wire(&self) -> Wire {
+        self.wire
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
@@ -425,6 +476,10 @@ impl SyncSocket {
     /// Exactly one `sendmsg(2)`, with `MSG_NOSIGNAL`; `EINTR` is retried,
     /// `EPIPE`/`ECONNRESET` is [`TransportError::PeerClosed`]. The encode
     /// buffer is reused: no allocation once it has grown to the record size.
+    ///
+    /// On [`Wire::Runc`] the message is runc's JSON record and, with an fd,
+    /// a second record named after it (two `sendmsg(2)` calls, never
+    /// interleaved with another sender's): see `docs/PROTOCOL.md`.
     pub fn send(
         &self,
         msg: &SyncMessage,
@@ -432,6 +487,10 @@ impl SyncSocket {
     ) -> Result<(), TransportError> {
         if self.write_shut.load(Ordering::Relaxed) {
             return Err(TransportError::WriteShutdown);
+        }
+        #[cfg(feature = "runc-compat")]
+        if let Wire::Runc(shape) = self.wire {
+            return self.send_runc(msg, fd, shape);
         }
         let mut guard = lock_or_fresh(&self.send_buf);
         let buf: &mut BytesMut = match &mut guard {
@@ -454,7 +513,16 @@ impl SyncSocket {
     /// record that is already there). The record is decoded and validated
     /// with the fds that came with it: HasFd must match, at most one fd.
     /// On every error every fd that arrived has been closed.
+    ///
+    /// On [`Wire::Runc`] a HasFd message takes two records (the JSON one and
+    /// the fd record, both within the same deadline); the fd record's name is
+    /// checked and, for `MountFd`, becomes the source. After an error the
+    /// conversation is over: a half-read message is not resumed.
     pub fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Received, TransportError> {
+        #[cfg(feature = "runc-compat")]
+        if let Wire::Runc(_) = self.wire {
+            return self.recv_runc(deadline);
+        }
         let mut guard = lock_or_fresh(&self.recv_buf);
         let buf: &mut Vec<u8> = match &mut guard {
             Ok(g) => g,

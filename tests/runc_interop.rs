@@ -1,0 +1,792 @@
+//! The runc wire on a real [`SyncSocket`] ([`Wire::Runc`]) against the
+//! independent Go peer (`go/runcpeer`), in both roles, across real
+//! processes, with real fds:
+//!
+//! * procsync parent (socket + [`Machine`]) ⇄ Go runc-style child: init flow
+//!   with mount fds (plain `O_PATH` and, as root, `open_tree`), hooks, Ready,
+//!   seccomp via `pidfd_getfd` (root); exec flow; remote procError; a
+//!   refused mount;
+//! * Go runc-style parent ⇄ procsync child: the same flows, the child
+//!   proving each mount fd is the requested directory (`st_dev`/`st_ino`);
+//! * a misbehaving Go parent (`-misbehave`): every broken fd record is a
+//!   typed error and every fd that arrived is closed (`/proc/self/fd` counted);
+//! * both `configs.Mount` shapes on the wire.
+//!
+//! The Go peer is built with `go build` into cargo's test tmpdir. Without
+//! Go the cross-process tests skip with a printed reason, or fail when
+//! `CI=true`. The in-process tests at the end need no Go.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use procsync::schema::{MessageType, Mount, MountSourceKind, SeccompTransfer, SyncMessage};
+use procsync::state::{Flow, Machine, Role, State};
+use procsync::transport::{Origin, SyncSocket, TransportError, Wire};
+use procsync::wire::runc::{MountShape, RuncDecodeError, RuncErrorKind};
+use procsync::wire::{ErrorKind, ValidationError};
+
+const SHAPES: [MountShape; 2] = [MountShape::V1_2, MountShape::V1_4];
+const WAIT: Duration = Duration::from_secs(10);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Serializes the tests: fd counts and spawned children must not see each
+/// other's fds.
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn deadline() -> Option<Instant> {
+    Some(Instant::now() + WAIT)
+}
+
+/// The Go peer, built once per test binary; `None` (skip) without Go.
+fn peer_bin() -> Option<&'static PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("runcpeer-interop");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/go/runcpeer");
+        match Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(dir)
+            .status()
+        {
+            Ok(s) if s.success() => Some(out),
+            Ok(s) => panic!("go build of go/runcpeer failed: {s}"),
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("CI=true but `go` cannot run ({e}): the runc interop tests need Go")
+            }
+            Err(e) => {
+                eprintln!("skipping runc interop test: cannot run `go` ({e})");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// A running Go peer and our end of its sync socket (runc wire, its pidfd
+/// registered so no wait outlives it).
+struct GoPeer {
+    sock: SyncSocket,
+    child: Child,
+}
+
+impl GoPeer {
+    /// Starts `runcpeer ARGS` with the far end of a fresh socket pair in
+    /// `_LIBCONTAINER_SYNCPIPE`, as runc hands it over.
+    fn spawn(args: &[&str], shape: MountShape) -> GoPeer {
+        let (ours, theirs) = SyncSocket::pair().unwrap();
+        let mut cmd = Command::new(peer_bin().unwrap());
+        cmd.args(args)
+            .env("_LIBCONTAINER_SYNCPIPE", theirs.as_raw_fd().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        theirs.pass_to_child(&mut cmd).unwrap();
+        let child = cmd.spawn().unwrap();
+        drop(theirs);
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+        let mut sock = ours.with_wire(Wire::Runc(shape));
+        sock.set_peer_pidfd(pidfd);
+        assert_eq!(sock.wire(), Wire::Runc(shape));
+        GoPeer { sock, child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Closes our end, waits for the peer: (exit code, stdout + stderr).
+    fn finish(self) -> (Option<i32>, String) {
+        drop(self.sock);
+        let out = self.child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    }
+}
+
+/// A directory removed on drop.
+struct TempDir(String);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("procsync-runc2-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d.to_str().unwrap().to_owned())
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Asserts that `fd` is the directory at `path` (same device and inode).
+fn assert_same_file(fd: impl AsFd, path: &str) {
+    let got = rustix::fs::fstat(fd).unwrap();
+    let want = rustix::fs::stat(path).unwrap();
+    assert_eq!(
+        (got.st_dev, got.st_ino),
+        (want.st_dev, want.st_ino),
+        "the fd is not {path}"
+    );
+}
+
+/// How the procsync parent answers.
+#[derive(Default)]
+struct ParentPlan<'a> {
+    /// Refuse a MountPlease for this source with Error.
+    refuse: Option<&'a str>,
+    /// Serve this source with `open_tree(OPEN_TREE_CLONE)` instead of `O_PATH`.
+    open_tree: Option<&'a str>,
+}
+
+/// The procsync parent's side over the runc wire: the socket and the state
+/// machine, every message checked by the machine, until the child closes.
+/// Returns the transcript.
+fn serve(peer: &GoPeer, flow: Flow, plan: &ParentPlan<'_>) -> Vec<String> {
+    let sock = &peer.sock;
+    let mut m = Machine::new(Role::Parent, flow);
+    let mut t = Vec::new();
+    loop {
+        let rec = match sock.recv_deadline(deadline()) {
+            Ok(rec) => rec,
+            Err(TransportError::PeerClosed) => {
+                m.on_peer_closed().expect("orderly close");
+                t.push("eof".to_string());
+                return t;
+            }
+            Err(e) => panic!("parent recv in {:?}: {e}", m.state()),
+        };
+        let ty = rec.msg.kind().unwrap();
+        m.on_recv(ty).unwrap();
+        assert!(
+            rec.fd.is_none(),
+            "no child message carries an fd on runc's wire"
+        );
+        let (reply, fd): (SyncMessage, Option<OwnedFd>) = match ty {
+            MessageType::MountPlease => {
+                let mount = rec.msg.mount().unwrap();
+                assert!(mount.is_bind(), "{mount:?}");
+                let src = mount.source.clone();
+                if plan.refuse == Some(src.as_str()) {
+                    t.push(format!("refuse {src}"));
+                    (
+                        SyncMessage::error(format!("mount request refused: {src}")),
+                        None,
+                    )
+                } else if plan.open_tree == Some(src.as_str()) {
+                    use rustix::mount::{open_tree, OpenTreeFlags};
+                    let fd = open_tree(
+                        rustix::fs::CWD,
+                        src.as_str(),
+                        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+                    )
+                    .unwrap();
+                    t.push(format!("mount {src} -> {} open_tree", mount.destination));
+                    (
+                        SyncMessage::mount_fd(MountSourceKind::OpenTree, src.as_str()),
+                        Some(fd),
+                    )
+                } else {
+                    use rustix::fs::{open, Mode, OFlags};
+                    let fd =
+                        open(src.as_str(), OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+                    t.push(format!("mount {src} -> {} plain-open", mount.destination));
+                    (
+                        SyncMessage::mount_fd(MountSourceKind::PlainOpen, src.as_str()),
+                        Some(fd),
+                    )
+                }
+            }
+            MessageType::Seccomp => {
+                let Some(SeccompTransfer::ChildFd(n)) = rec.msg.seccomp_transfer() else {
+                    panic!("runc's procSeccomp names the child's fd: {:?}", rec.msg);
+                };
+                let pid = rustix::process::Pid::from_raw(peer.pid() as i32).unwrap();
+                let pidfd =
+                    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+                let copy = rustix::process::pidfd_getfd(
+                    &pidfd,
+                    n,
+                    rustix::process::PidfdGetfdFlags::empty(),
+                )
+                .unwrap();
+                // The Go child's fd 2 is the write end of our stderr pipe.
+                let ours = peer.child.stderr.as_ref().unwrap();
+                let (a, b) = (
+                    rustix::fs::fstat(&copy).unwrap(),
+                    rustix::fs::fstat(ours).unwrap(),
+                );
+                assert_eq!((a.st_dev, a.st_ino), (b.st_dev, b.st_ino));
+                t.push(format!("seccomp {n}"));
+                (SyncMessage::seccomp_done(), None)
+            }
+            MessageType::Error => {
+                t.push(format!("error {:?}", rec.msg.error_message().unwrap()));
+                assert_eq!(m.state(), State::Failed);
+                continue;
+            }
+            other => {
+                t.push(other.name().to_string());
+                (SyncMessage::new(other.reply().unwrap()), None)
+            }
+        };
+        m.on_send(reply.kind().unwrap()).unwrap();
+        sock.send(&reply, fd.as_ref().map(|f| f.as_fd())).unwrap();
+    }
+}
+
+#[test]
+fn procsync_parent_serves_go_child_init() {
+    if peer_bin().is_none() {
+        return;
+    }
+    let _g = serial();
+    let (d1, d2) = (TempDir::new("p1"), TempDir::new("p2"));
+    for shape in SHAPES {
+        let before = fd_count();
+        let (m1, m2) = (format!("{}:/one", &*d1), format!("{}:/two", &*d2));
+        let mut args = vec!["child", "-mode", "init", "-shape", shape.name()];
+        args.extend(["-mount", &m1, "-mount", &m2]);
+        if is_root() {
+            args.extend(["-seccomp-fd", "2"]);
+        }
+        let peer = GoPeer::spawn(&args, shape);
+        let plan = ParentPlan {
+            open_tree: is_root().then_some(&*d2),
+            ..Default::default()
+        };
+        let t = serve(&peer, Flow::Init, &plan);
+        let (code, out) = peer.finish();
+        assert_eq!(code, Some(0), "{shape:?}: go child failed:\n{out}");
+        let kind2 = if is_root() { "open_tree" } else { "plain-open" };
+        let mut want = vec![
+            format!("mount {} -> /one plain-open", &*d1),
+            format!("mount {} -> /two {kind2}", &*d2),
+            "Hooks".into(),
+            "Ready".into(),
+        ];
+        if is_root() {
+            want.push("seccomp 2".into());
+        } else {
+            eprintln!("not root: seccomp hand-off (pidfd_getfd) and open_tree not exercised");
+        }
+        want.push("eof".into());
+        assert_eq!(t, want, "{shape:?}");
+        // The Go child checked name and inode of each fd.
+        assert!(
+            out.contains(&format!("mountfd {} plain-open ok", &*d1)),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("mountfd {} {kind2} ok", &*d2)),
+            "{out}"
+        );
+        assert_eq!(fd_count(), before, "{shape:?}: fd leaked");
+    }
+}
+
+#[test]
+fn procsync_parent_serves_go_child_exec() {
+    if peer_bin().is_none() {
+        return;
+    }
+    let _g = serial();
+    let before = fd_count();
+    let peer = GoPeer::spawn(&["child", "-mode", "exec"], MountShape::V1_4);
+    let t = serve(&peer, Flow::Exec, &ParentPlan::default());
+    let (code, out) = peer.finish();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(t, ["Ready", "eof"]);
+    assert!(out.contains("child: run"), "{out}");
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn go_child_error_reaches_procsync_parent() {
+    if peer_bin().is_none() {
+        return;
+    }
+    let _g = serial();
+    let msg = "container_linux.go:42: starting init: <boom> & \"quoted\"";
+    let peer = GoPeer::spawn(
+        &["child", "-mode", "error", "-error-msg", msg],
+        MountShape::V1_2,
+    );
+    let t = serve(&peer, Flow::Init, &ParentPlan::default());
+    assert_eq!(t, [format!("error {msg:?}"), "eof".into()]);
+    let (code, out) = peer.finish();
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn procsync_parent_refusal_reaches_go_child() {
+    if peer_bin().is_none() {
+        return;
+    }
+    let _g = serial();
+    let d = TempDir::new("refuse");
+    let m = format!("{}:/x", &*d);
+    let peer = GoPeer::spawn(&["child", "-mode", "init", "-mount", &m], MountShape::V1_2);
+    let plan = ParentPlan {
+        refuse: Some(&d),
+        ..Default::default()
+    };
+    let t = serve(&peer, Flow::Init, &plan);
+    assert_eq!(t, [format!("refuse {}", &*d), "eof".into()]);
+    let (code, out) = peer.finish();
+    assert_eq!(code, Some(3), "the Go child reports procError:\n{out}");
+    assert!(out.contains("mount request refused"), "{out}");
+}
+
+/// The procsync child's side over the runc wire against the Go parent.
+struct ChildSide {
+    m: Machine,
+}
+
+impl ChildSide {
+    fn new(flow: Flow) -> ChildSide {
+        ChildSide {
+            m: Machine::new(Role::Child, flow),
+        }
+    }
+
+    fn request(
+        &mut self,
+        sock: &SyncSocket,
+        msg: SyncMessage,
+    ) -> Result<procsync::transport::Received, TransportError> {
+        self.m.on_send(msg.kind().unwrap()).unwrap();
+        sock.send(&msg, None)?;
+        let rec = sock.recv_deadline(deadline())?;
+        self.m.on_recv(rec.msg.kind().unwrap()).unwrap();
+        Ok(rec)
+    }
+}
+
+#[test]
+fn procsync_child_against_go_parent_init() {
+    if peer_bin().is_none() {
+        return;
+    }
+    let _g = serial();
+    let (d1, d2) = (TempDir::new("c1"), TempDir::new("c2"));
+    let seccomp_src = File::open("/dev/null").unwrap();
+    for shape in SHAPES {
+        let before = fd_count();
+        let me = std::process::id().to_string();
+        let peer = GoPeer::spawn(&["parent", "-child-pid", &me], shape);
+        let mut c = ChildSide::new(Flow::Init);
+        for (d, dst) in [(&d1, "/one"), (&d2, "/two")] {
+            let req = SyncMessage::mount_please(Mount::bind(&**d, dst).recursive());
+            let rec = c.request(&peer.sock, req).unwrap();
+            let info = rec.msg.mount_fd_info().unwrap();
+            assert_eq!(info.source, &**d);
+            assert_eq!(info.kind(), MountSourceKind::PlainOpen);
+            assert!(rec.msg.has_fd());
+            assert_same_file(rec.fd.as_ref().unwrap(), d);
+        }
+        let rec = c.request(&peer.sock, SyncMessage::hooks()).unwrap();
+        assert_eq!(rec.msg.kind(), Some(MessageType::HooksDone));
+        let rec = c.request(&peer.sock, SyncMessage::ready()).unwrap();
+        assert_eq!(rec.msg.kind(), Some(MessageType::Run));
+        let n = seccomp_src.as_raw_fd();
+        if is_root() {
+            let rec = c
+                .request(&peer.sock, SyncMessage::seccomp_child_fd(n))
+                .unwrap();
+            assert_eq!(rec.msg.kind(), Some(MessageType::SeccompDone));
+        }
+        c.m.check_close().unwrap();
+        c.m.on_close();
+        let (code, out) = peer.finish();
+        assert_eq!(code, Some(0), "{shape:?}: go parent failed:\n{out}");
+        for (d, dst) in [(&d1, "/one"), (&d2, "/two")] {
+            assert!(
+                out.contains(&format!("procMountPlease {} -> {dst}", &**d)),
+                "{out}"
+            );
+        }
+        if is_root() {
+            assert!(out.contains(&format!("procSeccomp fd {n} copied")), "{out}");
+        }
+        assert!(out.contains("parent: eof"), "{out}");
+        assert_eq!(fd_count(), before, "{shape:?}: fd leaked");
+    }
+}
+
+#[test]
+fn procsync_child_against_go_parent_exec() {
+    if peer_bin().is_none() {
+        return;
+    }
+    let _g = serial();
+    let peer = GoPeer::spawn(&["parent"], MountShape::V1_2);
+    let mut c = ChildSide::new(Flow::Exec);
+    let rec = c.request(&peer.sock, SyncMessage::ready()).unwrap();
+    assert_eq!(rec.msg.kind(), Some(MessageType::Run));
+    assert_eq!(c.m.state(), State::Running);
+    let (code, out) = peer.finish();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("parent: procReady"), "{out}");
+    assert!(out.contains("parent: eof"), "{out}");
+}
+
+#[test]
+fn errors_between_go_parent_and_procsync_child() {
+    if peer_bin().is_none() {
+        return;
+    }
+    let _g = serial();
+    // The Go parent refuses a mount: procError reaches the procsync child.
+    let d = TempDir::new("fail");
+    let peer = GoPeer::spawn(&["parent", "-fail-on", &d], MountShape::V1_4);
+    let mut c = ChildSide::new(Flow::Init);
+    let rec = c
+        .request(
+            &peer.sock,
+            SyncMessage::mount_please(Mount::bind(&*d, "/x")),
+        )
+        .unwrap();
+    assert_eq!(rec.msg.kind(), Some(MessageType::Error));
+    assert!(
+        rec.msg
+            .error_message()
+            .unwrap()
+            .contains(&format!("refusing mount source {}", &*d)),
+        "{:?}",
+        rec.msg
+    );
+    assert_eq!(c.m.state(), State::Failed);
+    let (code, _) = peer.finish();
+    assert_eq!(code, Some(1), "the Go parent reports the refused mount");
+
+    // The procsync child fails: procError reaches the Go parent.
+    let peer = GoPeer::spawn(&["parent"], MountShape::V1_2);
+    let mut m = Machine::new(Role::Child, Flow::Init);
+    m.on_send(MessageType::Error).unwrap();
+    peer.sock
+        .send(&SyncMessage::error("cannot mount /proc: EPERM"), None)
+        .unwrap();
+    let (code, out) = peer.finish();
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains(r#"procError "cannot mount /proc: EPERM""#),
+        "{out}"
+    );
+}
+
+/// The typed error a broken reply from `runcpeer parent -misbehave MODE`
+/// must produce, with every fd that arrived closed.
+#[test]
+fn broken_fd_records_are_typed_errors_without_leaks() {
+    if peer_bin().is_none() {
+        return;
+    }
+    let _g = serial();
+    let d = TempDir::new("bad");
+    let cases: [(&str, RuncErrorKind); 7] = [
+        ("no-fd-record", RuncErrorKind::Wire(ErrorKind::MissingFd)),
+        ("fd-record-no-fd", RuncErrorKind::Wire(ErrorKind::MissingFd)),
+        ("name-mismatch", RuncErrorKind::FdNameMismatch),
+        ("long-name", RuncErrorKind::FdNameTooLong),
+        ("two-fds", RuncErrorKind::Wire(ErrorKind::TooManyFds)),
+        ("fd-on-json", RuncErrorKind::Wire(ErrorKind::UnexpectedFd)),
+        ("not-json", RuncErrorKind::Wire(ErrorKind::MalformedBody)),
+    ];
+    for (mode, kind) in cases {
+        let baseline = fd_count();
+        let peer = GoPeer::spawn(&["parent", "-misbehave", mode], MountShape::V1_2);
+        let with_peer = fd_count();
+        peer.sock
+            .send(&SyncMessage::mount_please(Mount::bind(&*d, "/x")), None)
+            .unwrap();
+        let err = peer.sock.recv_deadline(deadline()).unwrap_err();
+        assert_eq!(
+            fd_count(),
+            with_peer,
+            "{mode}: a received fd was not closed"
+        );
+        assert_eq!(err.origin(), Origin::Peer, "{mode}: {err}");
+        let TransportError::RuncDecode(e) = &err else {
+            panic!("{mode}: not a runc decode error: {err:?}");
+        };
+        assert_eq!(e.kind(), kind, "{mode}: {e}");
+        match (mode, e) {
+            ("no-fd-record", RuncDecodeError::Invalid(ValidationError::MissingFd { ty })) => {
+                assert_eq!(*ty, MessageType::MountFd)
+            }
+            ("fd-record-no-fd", RuncDecodeError::FdRecordMissingFd) => {}
+            ("name-mismatch", RuncDecodeError::FdNameMismatch { got, .. }) => {
+                assert!(got.ends_with("-other"), "{got}")
+            }
+            ("long-name", RuncDecodeError::FdNameTooLong { len }) => assert_eq!(*len, 4096),
+            ("two-fds", RuncDecodeError::FdRecordTooManyFds { count }) => assert_eq!(*count, 2),
+            ("fd-on-json", RuncDecodeError::Invalid(ValidationError::UnexpectedFd { ty, .. })) => {
+                assert_eq!(*ty, MessageType::MountFd)
+            }
+            ("not-json", RuncDecodeError::Malformed { .. }) => {}
+            _ => panic!("{mode}: unexpected error {e:?}"),
+        }
+        let (code, out) = peer.finish();
+        assert_eq!(code, Some(1), "{mode}: {out}");
+        assert!(out.contains(&format!("misbehaved: {mode}")), "{out}");
+        assert_eq!(fd_count(), baseline, "{mode}: fd leaked");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// In-process: the socket side of the runc wire without Go.
+// ---------------------------------------------------------------------------
+
+fn runc_pair(shape: MountShape) -> (SyncSocket, SyncSocket) {
+    let (a, b) = SyncSocket::pair().unwrap();
+    (
+        a.with_wire(Wire::Runc(shape)),
+        b.with_wire(Wire::Runc(shape)),
+    )
+}
+
+#[test]
+fn records_on_the_socket_are_runcs() {
+    let _g = serial();
+    let (child, parent) = runc_pair(MountShape::V1_4);
+    let raw = SyncSocket::pair().unwrap();
+    drop(raw);
+    child
+        .send(
+            &SyncMessage::mount_please(Mount::bind("/srv", "/data")),
+            None,
+        )
+        .unwrap();
+    // Read it raw off the other end: one JSON record, runc 1.4's layout.
+    let mut buf = Vec::new();
+    let parent_raw = parent;
+    let rec = parent_raw.recv_record(&mut buf, 0, deadline()).unwrap();
+    assert!(rec.fds.is_empty());
+    assert_eq!(
+        std::str::from_utf8(&buf).unwrap(),
+        r#"{"type":"procMountPlease","flags":0,"arg":{"source":"/srv","destination":"/data","device":"bind","flags":4096}}"#
+    );
+    // The reply: a JSON record, then the name record with the fd.
+    let file = File::open("/").unwrap();
+    parent_raw
+        .send(
+            &SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/srv"),
+            Some(file.as_fd()),
+        )
+        .unwrap();
+    let rec = child.recv_record(&mut buf, 1, deadline()).unwrap();
+    assert!(rec.fds.is_empty());
+    assert_eq!(
+        buf,
+        br#"{"type":"procMountFd","flags":1,"arg":{"type":"plain-open"}}"#
+    );
+    let rec = child.recv_record(&mut buf, 1, deadline()).unwrap();
+    assert_eq!(buf, b"/srv");
+    assert_eq!(rec.fds.len(), 1);
+    assert_same_file(&rec.fds[0], "/");
+}
+
+#[test]
+fn a_mount_fd_round_trip_in_process() {
+    let _g = serial();
+    for shape in SHAPES {
+        let before = fd_count();
+        let (child, parent) = runc_pair(shape);
+        let req = SyncMessage::mount_please(Mount::bind("/tmp", "/data").recursive());
+        child.send(&req, None).unwrap();
+        let got = parent.recv().unwrap();
+        assert_eq!(got.msg.mount(), req.mount());
+        let dir = File::open("/tmp").unwrap();
+        parent
+            .send(
+                &SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/tmp"),
+                Some(dir.as_fd()),
+            )
+            .unwrap();
+        let got = child.recv().unwrap();
+        assert_eq!(got.msg.mount_fd_info().unwrap().source, "/tmp");
+        assert_same_file(got.fd.as_ref().unwrap(), "/tmp");
+        drop((got, dir, child, parent));
+        assert_eq!(fd_count(), before);
+    }
+}
+
+#[test]
+fn send_refusals_are_local_and_send_nothing() {
+    let _g = serial();
+    let (a, b) = runc_pair(MountShape::V1_2);
+    let file = File::open("/dev/null").unwrap();
+    // runc sends a seccomp fd number, never the fd.
+    let err = a
+        .send(&SyncMessage::seccomp_attached(), Some(file.as_fd()))
+        .unwrap_err();
+    assert_eq!(err.origin(), Origin::Local);
+    let TransportError::RuncEncode(e) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(e.kind(), RuncErrorKind::Unrepresentable);
+    // MountFd without its fd.
+    let err = a
+        .send(
+            &SyncMessage::mount_fd(MountSourceKind::OpenTree, "/x"),
+            None,
+        )
+        .unwrap_err();
+    assert!(matches!(err, TransportError::RuncEncode(_)), "{err:?}");
+    assert_eq!(err.origin(), Origin::Local);
+    // Ready with an fd.
+    let err = a
+        .send(&SyncMessage::ready(), Some(file.as_fd()))
+        .unwrap_err();
+    assert!(matches!(err, TransportError::RuncEncode(_)), "{err:?}");
+    // A source whose name record would exceed the record limit.
+    let small = SyncSocket::pair()
+        .unwrap()
+        .0
+        .with_limits(procsync::wire::Limits::with_max_record(64))
+        .with_wire(Wire::Runc(MountShape::V1_2));
+    let long = format!("/{}", "s".repeat(100));
+    let err = small
+        .send(
+            &SyncMessage::mount_fd(MountSourceKind::PlainOpen, long.as_str()),
+            Some(file.as_fd()),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::RecordTooLarge { .. }),
+        "{err:?}"
+    );
+    // Nothing reached the peer.
+    let err = b
+        .recv_deadline(Some(Instant::now() + Duration::from_millis(20)))
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err:?}");
+}
+
+#[test]
+fn half_messages_end_typed() {
+    let _g = serial();
+    let header = br#"{"type":"procMountFd","flags":1,"arg":{"type":"open_tree"}}"#;
+    // The fd record does not come in time: Timeout.
+    let (a, b) = runc_pair(MountShape::V1_2);
+    a.send_record(header, None).unwrap();
+    let err = b
+        .recv_deadline(Some(Instant::now() + Duration::from_millis(50)))
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err:?}");
+    // The peer closes instead: missing-fd, not an orderly close.
+    let (a, b) = runc_pair(MountShape::V1_2);
+    a.send_record(header, None).unwrap();
+    drop(a);
+    let err = b.recv().unwrap_err();
+    assert_eq!(err.origin(), Origin::Peer);
+    match err {
+        TransportError::RuncDecode(e) => {
+            assert_eq!(e.kind(), RuncErrorKind::Wire(ErrorKind::MissingFd))
+        }
+        other => panic!("{other:?}"),
+    }
+    // After it, end-of-file reads as end-of-file.
+    assert!(matches!(b.recv(), Err(TransportError::PeerClosed)));
+    // A name record with a NUL, and one that is empty-after-HasFd on a
+    // type without fds.
+    let (a, b) = runc_pair(MountShape::V1_2);
+    let file = File::open("/dev/null").unwrap();
+    let before = fd_count();
+    a.send_record(header, None).unwrap();
+    a.send_record(b"/a\0b", Some(file.as_fd())).unwrap();
+    let err = b.recv().unwrap_err();
+    assert!(
+        matches!(&err, TransportError::RuncDecode(e) if e.kind() == RuncErrorKind::FdNameInvalid),
+        "{err:?}"
+    );
+    a.send_record(br#"{"type":"procRun","flags":1}"#, None)
+        .unwrap();
+    let err = b.recv().unwrap_err();
+    assert!(
+        matches!(&err, TransportError::RuncDecode(e) if e.kind() == RuncErrorKind::Wire(ErrorKind::UnexpectedFd)),
+        "{err:?}"
+    );
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn an_expected_source_is_checked_only_after_a_request() {
+    let _g = serial();
+    let (child, parent) = runc_pair(MountShape::V1_2);
+    let dir = File::open("/").unwrap();
+    // No MountPlease sent on this socket: any well-formed name is taken.
+    parent
+        .send(
+            &SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/anything"),
+            Some(dir.as_fd()),
+        )
+        .unwrap();
+    assert_eq!(
+        child.recv().unwrap().msg.mount_fd_info().unwrap().source,
+        "/anything"
+    );
+    // After a request, only its source: the expectation is used once.
+    child
+        .send(&SyncMessage::mount_please(Mount::bind("/want", "/x")), None)
+        .unwrap();
+    parent.recv().unwrap();
+    parent
+        .send(
+            &SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/other"),
+            Some(dir.as_fd()),
+        )
+        .unwrap();
+    let err = child.recv().unwrap_err();
+    assert!(
+        matches!(&err, TransportError::RuncDecode(RuncDecodeError::FdNameMismatch { expected, got }) if expected == "/want" && got == "/other"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn native_and_runc_ends_do_not_understand_each_other() {
+    let _g = serial();
+    let (a, b) = SyncSocket::pair().unwrap();
+    let b = b.with_wire(Wire::Runc(MountShape::V1_2));
+    assert_eq!(a.wire(), Wire::Native);
+    a.send(&SyncMessage::ready(), None).unwrap();
+    let err = b.recv().unwrap_err();
+    assert!(
+        matches!(&err, TransportError::RuncDecode(e) if e.kind() == RuncErrorKind::Wire(ErrorKind::MalformedBody)),
+        "{err:?}"
+    );
+    b.send(&SyncMessage::run(), None).unwrap();
+    assert!(matches!(a.recv(), Err(TransportError::Decode(_))));
+}

@@ -20,6 +20,8 @@ fn targets() -> Vec<(&'static str, Check)> {
         ("frame_decode", checks::frame_decode as Check),
         ("state_machine", checks::state_machine as Check),
         ("record_fds", checks::record_fds as Check),
+        #[cfg(feature = "runc-compat")]
+        ("runc_decode", checks::runc_decode as Check),
     ]
 }
 
@@ -45,6 +47,9 @@ fn seeds(target: &str) -> BTreeMap<String, Vec<u8>> {
                 out.insert(format!("seed-{}", c["name"].as_str().unwrap()), input);
             }
         }
+    }
+    if target == "runc_decode" {
+        runc_seeds(&mut out);
     }
     if target == "state_machine" {
         // Conversations in the grammar's tokens (see checks::grammar), as
@@ -87,6 +92,57 @@ fn seeds(target: &str) -> BTreeMap<String, Vec<u8>> {
         }
     }
     out
+}
+
+/// runc_decode seeds from tests/vectors/runc.json, in the target's layout:
+/// byte 0 = fds with the fd record, then the JSON record, then `0xff` and
+/// the fd record's name, then `0xff` and the expected name.
+fn runc_seeds(out: &mut BTreeMap<String, Vec<u8>>) {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("tests/vectors/runc.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for section in ["valid", "invalid"] {
+        for c in v[section].as_array().unwrap() {
+            let record = match (c["record"].as_str(), c["record_hex"].as_str()) {
+                (Some(r), _) => r.as_bytes().to_vec(),
+                (None, Some(h)) => hex_decode(h),
+                // "empty record"
+                (None, None) => Vec::new(),
+            };
+            let fd_record = c["fd_record"].as_str();
+            // A valid vector's fd record carries one fd and is the expected name.
+            let (nfds, expected) = match section {
+                "valid" => (1, fd_record),
+                _ => (
+                    c["fd_nfds"].as_u64().unwrap_or(0) as u8,
+                    c["expected_fd_name"].as_str(),
+                ),
+            };
+            let mut input = vec![nfds];
+            input.extend(&record);
+            if let Some(name) = fd_record {
+                input.push(0xff);
+                input.extend(name.as_bytes());
+                if let Some(want) = expected {
+                    input.push(0xff);
+                    input.extend(want.as_bytes());
+                }
+            }
+            let name: String = c["name"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
+                .collect();
+            let shape = c["shape"]
+                .as_str()
+                .map(|s| format!("-{}", s.replace('.', "")));
+            let key = format!("seed-{section}-{name}{}", shape.unwrap_or_default());
+            assert!(
+                out.insert(key.clone(), input).is_none(),
+                "duplicate seed {key}"
+            );
+        }
+    }
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {

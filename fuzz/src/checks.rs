@@ -262,3 +262,170 @@ pub fn record_fds(data: &[u8]) {
         "an fd leaked (record {record:02x?}, {nfds} fds)"
     );
 }
+
+/// Every stable kind string the runc codec may report.
+#[cfg(feature = "runc-compat")]
+const RUNC_KINDS: [&str; 24] = [
+    "empty-record",
+    "truncated-length",
+    "malformed-length",
+    "length-mismatch",
+    "too-large",
+    "malformed-body",
+    "unspecified-type",
+    "unknown-type",
+    "reserved-flags",
+    "missing-fd",
+    "unexpected-fd",
+    "too-many-fds",
+    "missing-payload",
+    "unexpected-payload",
+    "invalid-value",
+    "too-deep",
+    "wrong-type",
+    "number-out-of-range",
+    "missing-field",
+    "duplicate-field",
+    "noncanonical-key",
+    "fd-name-mismatch",
+    "fd-name-too-long",
+    "fd-name-invalid",
+];
+
+#[cfg(feature = "runc-compat")]
+fn runc_rejection(e: &procsync::wire::runc::RuncDecodeError) {
+    assert!(
+        RUNC_KINDS.contains(&e.kind().as_str()),
+        "unknown kind {:?} for {e}",
+        e.kind().as_str()
+    );
+    assert!(!e.to_string().is_empty());
+}
+
+/// Input layout: byte 0's low two bits are the number of fds (0..=3) that
+/// came with the fd record; the rest is split at `0xff` bytes (never part
+/// of UTF-8, so never of a well-formed record or name) into the JSON
+/// record, then optionally the fd record's payload, then optionally the
+/// name the receiver expects (the requested mount's source).
+///
+/// Invariants: decoding is deterministic and never panics; every rejection
+/// has one of the stable kinds and a message; a HasFd header without an fd
+/// record is `missing-fd`, an fd record after a header without HasFd is
+/// `unexpected-fd`; an accepted fd record has exactly one fd and a name of
+/// 1–4095 bytes without NUL equal to the expected one; an accepted message
+/// re-encodes in *each* `configs.Mount` shape to JSON (and the same fd
+/// name) that decodes to the same message, and that encoding is a fixed
+/// point.
+#[cfg(feature = "runc-compat")]
+pub fn runc_decode(data: &[u8]) {
+    use procsync::schema::MessageType;
+    use procsync::wire::runc::{self, MountShape, RuncErrorKind, MAX_FD_NAME_LEN};
+    use procsync::wire::ErrorKind;
+
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let nfds = usize::from(sel & 3);
+    let mut parts = rest.splitn(3, |&b| b == 0xff);
+    let record = parts.next().unwrap_or_default();
+    let fd_record = parts.next();
+    let expected = parts.next().map(String::from_utf8_lossy);
+    let limits = Limits::default();
+
+    let decoded = runc::decode(record, &limits);
+    assert_eq!(
+        decoded,
+        runc::decode(record, &limits),
+        "decode is not deterministic"
+    );
+    let header = match decoded {
+        Ok(h) => h,
+        Err(e) => return runc_rejection(&e),
+    };
+    assert!(!record.is_empty() && record.len() <= limits.max_record());
+    assert_ne!(header.message_type(), MessageType::Unspecified);
+    assert_eq!(header.message().kind(), Some(header.message_type()));
+
+    let name = match (header.has_fd(), fd_record) {
+        (true, None) => {
+            let e = header.finish(None).expect_err("HasFd without an fd record");
+            assert_eq!(e.kind(), RuncErrorKind::Wire(ErrorKind::MissingFd), "{e}");
+            return;
+        }
+        (true, Some(payload)) => match runc::decode_fd_record(payload, nfds, expected.as_deref()) {
+            Ok(name) => {
+                assert_eq!(nfds, 1, "an fd record needs exactly one fd");
+                assert!(!name.is_empty() && name.len() <= MAX_FD_NAME_LEN);
+                assert!(!name.contains('\0'));
+                assert_eq!(name.as_bytes(), payload);
+                if let Some(want) = &expected {
+                    assert_eq!(name, want.as_ref());
+                }
+                Some(name)
+            }
+            Err(e) => return runc_rejection(&e),
+        },
+        (false, Some(_)) => {
+            let e = header
+                .clone()
+                .finish(Some("/fd-record"))
+                .expect_err("an fd record after a header without HasFd");
+            assert_eq!(
+                e.kind(),
+                RuncErrorKind::Wire(ErrorKind::UnexpectedFd),
+                "{e}"
+            );
+            None
+        }
+        (false, None) => None,
+    };
+    let msg = match header.finish(name) {
+        Ok(msg) => msg,
+        Err(e) => return runc_rejection(&e),
+    };
+    assert_eq!(msg.has_fd(), name.is_some());
+    validate::validate(&msg, usize::from(msg.has_fd())).map_or_else(
+        // The runc wire's one allowance: procError with an empty message.
+        |e| assert!(msg.error_message() == Some(""), "accepted but invalid: {e}"),
+        drop,
+    );
+
+    let wide = Limits::with_max_record(MAX_RECORD_CEILING);
+    for shape in [MountShape::V1_2, MountShape::V1_4] {
+        let mut out = Vec::new();
+        let recs = match runc::encode(&msg, name, shape, &wide, &mut out) {
+            Ok(recs) => recs,
+            // Escaping can grow a record up to sixfold (`<` -> `\u003c`).
+            Err(e)
+                if e.kind() == RuncErrorKind::Wire(ErrorKind::TooLarge)
+                    && record.len() * 6 > MAX_RECORD_CEILING =>
+            {
+                continue
+            }
+            Err(e) => panic!(
+                "accepted message does not re-encode ({}): {e}",
+                shape.name()
+            ),
+        };
+        assert_eq!(recs.fd_name, name.map(str::as_bytes));
+        let again = runc::decode(recs.json, &wide)
+            .and_then(|h| h.finish(name))
+            .unwrap_or_else(|e| {
+                panic!("re-encoded record does not decode ({}): {e}", shape.name())
+            });
+        assert_eq!(
+            again,
+            msg,
+            "round trip changed the message ({})",
+            shape.name()
+        );
+        let mut out2 = Vec::new();
+        let recs2 = runc::encode(&again, name, shape, &wide, &mut out2).unwrap();
+        assert_eq!(
+            recs2.json,
+            recs.json,
+            "encoding is not a fixed point ({})",
+            shape.name()
+        );
+    }
+}

@@ -477,9 +477,10 @@ impl SyncSocket {
     /// `EPIPE`/`ECONNRESET` is [`TransportError::PeerClosed`]. The encode
     /// buffer is reused: no allocation once it has grown to the record size.
     ///
-    /// On [`Wire::Runc`] the message is runc's JSON record and, with an fd,
-    /// a second record named after it (two `sendmsg(2)` calls, never
-    /// interleaved with another sender's): see `docs/PROTOCOL.md`.
+    /// On the runc wire (`Wire::Runc`, feature `runc-compat`) the message is
+    /// runc's JSON record and, with an fd, a second record named after it
+    /// (two `sendmsg(2)` calls, never interleaved with another sender's):
+    /// see `docs/PROTOCOL.md`.
     pub fn send(
         &self,
         msg: &SyncMessage,
@@ -514,10 +515,11 @@ impl SyncSocket {
     /// with the fds that came with it: HasFd must match, at most one fd.
     /// On every error every fd that arrived has been closed.
     ///
-    /// On [`Wire::Runc`] a HasFd message takes two records (the JSON one and
-    /// the fd record, both within the same deadline); the fd record's name is
-    /// checked and, for `MountFd`, becomes the source. After an error the
-    /// conversation is over: a half-read message is not resumed.
+    /// On the runc wire (`Wire::Runc`) a HasFd message takes two records
+    /// (the JSON one and the fd record, both within the same deadline); the
+    /// fd record's name is checked and, for `MountFd`, becomes the source.
+    /// After an error the conversation is over: a half-read message is not
+    /// resumed.
     pub fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Received, TransportError> {
         #[cfg(feature = "runc-compat")]
         if let Wire::Runc(_) = self.wire {

@@ -1,0 +1,223 @@
+//! The same round trip on both wires of one [`SyncSocket`]: a MountPlease
+//! request answered by a MountFd carrying one fd, between two processes
+//! pinned to the same CPU. On the native wire that is two records; on
+//! runc's wire three (the reply's fd travels in a second, named record),
+//! plus JSON instead of protobuf.
+//!
+//! The peer is this bench binary re-executed with `PROCSYNC_BENCH_PEER`
+//! set, as in `benches/transport.rs`. Besides criterion's wall-clock
+//! figures, a final table reports wall time and CPU time (this thread + the
+//! peer, from /proc/…/schedstat) per round trip for both wires, measured
+//! interleaved, and the runc/native ratio.
+//!
+//! Short run: `cargo bench --features runc-compat --bench runc_transport --
+//! --warm-up-time 1 --measurement-time 3`.
+
+use std::hint::black_box;
+use std::os::fd::AsFd;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use procsync::schema::{Mount, MountSourceKind, SyncMessage};
+use procsync::transport::{SyncSocket, TransportError, Wire};
+use procsync::wire::runc::MountShape;
+
+const PEER_VAR: &str = "PROCSYNC_BENCH_PEER";
+const CPU_VAR: &str = "PROCSYNC_BENCH_CPU";
+const SOURCE: &str = "/var/lib/containers/storage/overlay/3f1c9a/merged";
+
+fn request() -> SyncMessage {
+    SyncMessage::mount_please(Mount::bind(SOURCE, "/data").recursive())
+}
+
+fn reply() -> SyncMessage {
+    SyncMessage::mount_fd(MountSourceKind::OpenTree, SOURCE)
+}
+
+fn wire_of(name: &str) -> Wire {
+    match name {
+        "native" => Wire::Native,
+        "runc-v1.2" => Wire::Runc(MountShape::V1_2),
+        "runc-v1.4" => Wire::Runc(MountShape::V1_4),
+        other => panic!("unknown wire {other}"),
+    }
+}
+
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
+}
+
+/// Nanoseconds on CPU of a task, from /proc/…/schedstat (first field).
+fn cpu_ns(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The peer: answer every MountPlease with a MountFd and one fd until EOF.
+fn peer(wire: &str) {
+    if let Some(cpu) = std::env::var(CPU_VAR).ok().and_then(|c| c.parse().ok()) {
+        pin(cpu);
+    }
+    let sock = SyncSocket::from_env()
+        .expect("peer: from_env")
+        .with_wire(wire_of(wire));
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let reply = reply();
+    loop {
+        match sock.recv() {
+            Ok(_) => sock.send(&reply, Some(file.as_fd())).unwrap(),
+            Err(TransportError::PeerClosed) => break,
+            Err(e) => panic!("peer: {e}"),
+        }
+    }
+}
+
+struct Peer {
+    child: Child,
+    sock: SyncSocket,
+}
+
+impl Peer {
+    fn spawn(wire: &str, cpu: usize) -> Peer {
+        let (sock, theirs) = SyncSocket::pair().unwrap();
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env(PEER_VAR, wire)
+            .env(CPU_VAR, cpu.to_string())
+            .stdin(Stdio::null());
+        theirs.pass_to_child(&mut cmd).unwrap();
+        let child = cmd.spawn().unwrap();
+        drop(theirs);
+        Peer {
+            child,
+            sock: sock.with_wire(wire_of(wire)),
+        }
+    }
+
+    fn schedstat(&self) -> String {
+        format!("/proc/{}/schedstat", self.child.id())
+    }
+
+    fn finish(mut self) {
+        drop(self.sock);
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "peer failed: {st}");
+    }
+}
+
+/// One round trip: send MountPlease, receive MountFd and its fd.
+fn rt(sock: &SyncSocket, req: &SyncMessage) {
+    sock.send(req, None).unwrap();
+    let r = sock.recv().unwrap();
+    black_box(r.fd.expect("MountFd carries an fd"));
+}
+
+/// Wall and CPU (self thread + peer) nanoseconds per round trip over `n`.
+fn measure(peer: &Peer, n: u32, req: &SyncMessage) -> (f64, f64) {
+    for _ in 0..200 {
+        rt(&peer.sock, req);
+    }
+    let (c0, p0) = (
+        cpu_ns("/proc/thread-self/schedstat"),
+        cpu_ns(&peer.schedstat()),
+    );
+    let t0 = Instant::now();
+    for _ in 0..n {
+        rt(&peer.sock, req);
+    }
+    let wall = t0.elapsed();
+    let (c1, p1) = (
+        cpu_ns("/proc/thread-self/schedstat"),
+        cpu_ns(&peer.schedstat()),
+    );
+    let cpu = (c1 - c0) + (p1 - p0);
+    (
+        wall.as_nanos() as f64 / f64::from(n),
+        cpu as f64 / f64::from(n),
+    )
+}
+
+fn median(v: &[(f64, f64)], i: usize) -> f64 {
+    let mut x: Vec<f64> = v.iter().map(|p| if i == 0 { p.0 } else { p.1 }).collect();
+    x.sort_by(f64::total_cmp);
+    x[x.len() / 2]
+}
+
+fn main() {
+    if let Ok(wire) = std::env::var(PEER_VAR) {
+        peer(&wire);
+        return;
+    }
+    let cpu = rustix::thread::sched_getcpu();
+    pin(cpu);
+    let wires = ["native", "runc-v1.2", "runc-v1.4"];
+    let peers: Vec<Peer> = wires.iter().map(|w| Peer::spawn(w, cpu)).collect();
+    let req = request();
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    {
+        let mut g = c.benchmark_group("mount_round_trip_same_cpu");
+        for (w, p) in wires.iter().zip(&peers) {
+            g.bench_function(*w, |b| b.iter(|| rt(&p.sock, &req)));
+        }
+        g.finish();
+    }
+    {
+        // Both ends in this thread: no context switch, so the difference is
+        // the wires' own user-space and system-call cost.
+        let mut g = c.benchmark_group("mount_round_trip_one_thread");
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let rep = reply();
+        for w in wires {
+            let (a, b) = SyncSocket::pair().unwrap();
+            let (a, b) = (a.with_wire(wire_of(w)), b.with_wire(wire_of(w)));
+            g.bench_function(w, |bch| {
+                bch.iter(|| {
+                    a.send(&req, None).unwrap();
+                    black_box(b.recv().unwrap());
+                    b.send(&rep, Some(file.as_fd())).unwrap();
+                    black_box(a.recv().unwrap().fd.unwrap());
+                })
+            });
+        }
+        g.finish();
+    }
+
+    // Side-by-side figures, finely interleaved so all wires share the
+    // machine's noise; median of the rounds.
+    let (rounds, n) = (9, 5_000);
+    let mut results = vec![Vec::new(); wires.len()];
+    for _ in 0..rounds {
+        for (i, p) in peers.iter().enumerate() {
+            results[i].push(measure(p, n, &req));
+        }
+    }
+    println!(
+        "\nMountPlease -> MountFd(+1 fd), both processes on CPU {cpu}, median of {rounds} x {n} round trips:"
+    );
+    println!("  {:<12} {:>10} {:>14}", "wire", "wall/rt", "cpu/rt (both)");
+    let (nw, nc) = (median(&results[0], 0), median(&results[0], 1));
+    for (w, r) in wires.iter().zip(&results) {
+        let (wall, cpu_t) = (median(r, 0), median(r, 1));
+        println!(
+            "  {:<12} {:>8.2}µs {:>12.2}µs   ({:.2}x / {:.2}x native)",
+            w,
+            wall / 1e3,
+            cpu_t / 1e3,
+            wall / nw,
+            cpu_t / nc
+        );
+    }
+
+    for p in peers {
+        p.finish();
+    }
+    c.final_summary();
+}

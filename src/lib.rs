@@ -15,5 +15,6 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod runtime;
 pub mod schema;
 pub mod wire;

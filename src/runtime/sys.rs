@@ -275,3 +275,17 @@ pub(crate) fn unshare_fs() -> io::Result<()> {
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
         .map_err(io::Error::from)
 }
+
+/// Puts the calling thread in `SCHED_IDLE`: it runs only when a CPU would
+/// otherwise idle, so waking it never preempts the thread that woke it.
+pub(crate) fn set_current_thread_sched_idle() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param for the duration of the call;
+    // pid 0 names the calling thread.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

@@ -17,8 +17,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use rustix::fs::{Mode, OFlags};
 
@@ -217,28 +216,170 @@ impl Drop for Helper {
     }
 }
 
-/// Hands a helper to the process-wide reaper thread, which kills and reaps
-/// it; when that thread cannot be started, kills and reaps it here.
-fn retire(helper: Helper) {
-    static REAPER: OnceLock<Option<Mutex<mpsc::Sender<Helper>>>> = OnceLock::new();
-    let reaper = REAPER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Helper>();
-        std::thread::Builder::new()
-            .name("procsync-reaper".into())
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                for h in rx {
-                    drop(h);
-                }
-            })
-            .ok()
-            .map(|_| Mutex::new(tx))
-    });
-    if let Some(tx) = reaper {
-        let tx = tx.lock().unwrap_or_else(|p| p.into_inner());
-        // On a send error the helper comes back in the error and drops here.
-        let _ = tx.send(helper);
+/// Helpers pre-spawned by default (see [`set_prespawn`]).
+pub const DEFAULT_PRESPAWN: usize = 2;
+/// Retired helpers allowed to wait for the background thread; past this the
+/// caller kills and reaps its helper itself, so the backlog stays bounded.
+const MAX_BACKLOG: usize = 16;
+
+struct PoolState {
+    /// The process the helpers belong to; after a fork the child does not use them.
+    owner: u32,
+    /// Pre-spawned helpers, namespace not yet mapped.
+    stock: Vec<Helper>,
+    /// Used helpers waiting to be killed and reaped.
+    retired: Vec<Helper>,
+    /// How many helpers to keep in stock.
+    target: usize,
+    /// Whether the background thread runs.
+    started: bool,
+    /// Whether the background thread is between taking work and storing results.
+    busy: bool,
+}
+
+struct Pool {
+    state: Mutex<PoolState>,
+    /// Wakes the background thread.
+    work: Condvar,
+    /// Signals that the background thread went idle.
+    idle: Condvar,
+}
+
+impl Pool {
+    fn get() -> &'static Pool {
+        static POOL: OnceLock<Pool> = OnceLock::new();
+        POOL.get_or_init(|| Pool {
+            state: Mutex::new(PoolState {
+                owner: std::process::id(),
+                stock: Vec::new(),
+                retired: Vec::new(),
+                target: DEFAULT_PRESPAWN,
+                started: false,
+                busy: false,
+            }),
+            work: Condvar::new(),
+            idle: Condvar::new(),
+        })
     }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // Helpers are plain values; a panic elsewhere cannot corrupt the lists.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the background thread once; false when it cannot run.
+    fn ensure_started(&'static self, st: &mut PoolState) -> bool {
+        if !st.started {
+            st.started = std::thread::Builder::new()
+                .name("procsync-userns".into())
+                .stack_size(64 * 1024)
+                .spawn(move || self.run())
+                .is_ok();
+        }
+        st.started
+    }
+
+    /// The background thread: reaps retired helpers and keeps the stock full.
+    /// It runs SCHED_IDLE so waking it never delays the caller.
+    fn run(&self) {
+        let _ = sys::set_current_thread_sched_idle();
+        loop {
+            let (retired, need) = {
+                let mut st = self.lock();
+                while st.retired.is_empty() && st.stock.len() >= st.target {
+                    st.busy = false;
+                    self.idle.notify_all();
+                    st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                st.busy = true;
+                (std::mem::take(&mut st.retired), st.target.saturating_sub(st.stock.len()))
+            };
+            kill_all(retired);
+            let mut fresh: Vec<Helper> = (0..need).filter_map(|_| Helper::spawn().ok()).collect();
+            let spawned = fresh.len();
+            let extra = {
+                let mut st = self.lock();
+                let room = st.target.saturating_sub(st.stock.len());
+                let extra = fresh.split_off(room.min(fresh.len()));
+                st.stock.append(&mut fresh);
+                extra
+            };
+            kill_all(extra);
+            if spawned < need {
+                // Spawning fails (e.g. at the userns limit): do not spin.
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// A helper from stock (None when empty, unusable after fork, or no thread).
+    fn take(&'static self) -> Option<Helper> {
+        let mut st = self.lock();
+        if st.owner != std::process::id() || st.target == 0 || !self.ensure_started(&mut st) {
+            return None;
+        }
+        let h = st.stock.pop();
+        if st.stock.len() < st.target {
+            self.work.notify_one();
+        }
+        h
+    }
+
+    /// Hands a used helper to the background thread; kills and reaps it here
+    /// when the backlog is full or the thread cannot run.
+    fn retire(&'static self, helper: Helper) {
+        let mut st = self.lock();
+        if st.owner == std::process::id()
+            && st.retired.len() < MAX_BACKLOG
+            && self.ensure_started(&mut st)
+        {
+            st.retired.push(helper);
+            self.work.notify_one();
+            return;
+        }
+        drop(st);
+        drop(helper);
+    }
+}
+
+/// Kills every helper first, then reaps each, so their exits overlap.
+fn kill_all(helpers: Vec<Helper>) {
+    for h in &helpers {
+        let _ = rustix::process::pidfd_send_signal(&h.pidfd, rustix::process::Signal::KILL);
+    }
+    drop(helpers);
+}
+
+/// Sets how many helper processes are kept pre-spawned (default
+/// [`DEFAULT_PRESPAWN`]); `0` turns pre-spawning off.
+///
+/// A pre-spawned helper is a sleeping process in a fresh, unmapped user
+/// namespace; it takes the clone (tens of µs) off [`create`]'s path. The
+/// helpers share this process's memory (no copy) and die with it.
+pub fn set_prespawn(n: usize) {
+    let pool = Pool::get();
+    pool.lock().target = n;
+    pool.work.notify_one();
+}
+
+/// Stops pre-spawning (like `set_prespawn(0)`), then kills and reaps every
+/// helper not in use — the stock and the retired backlog — before returning.
+///
+/// Call it before `fork` without exec, or to leave no helper process behind
+/// (tests count children). Later [`create`] calls still work; they clone and
+/// reap on their own until [`set_prespawn`] turns the stock back on.
+pub fn drain() {
+    let pool = Pool::get();
+    let mut st = pool.lock();
+    st.target = 0;
+    pool.work.notify_one();
+    while st.busy {
+        st = pool.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+    }
+    let mut all = std::mem::take(&mut st.stock);
+    all.append(&mut st.retired);
+    drop(st);
+    kill_all(all);
 }
 
 /// Makes a new user namespace with these mappings and returns an O_CLOEXEC fd
@@ -247,8 +388,9 @@ fn retire(helper: Helper) {
 /// Both sides must be non-empty and pass the kernel's rules (at most 340
 /// lines, no empty or overflowing range, no overlaps); `setgroups` is set to
 /// `deny`. Needs CAP_SETUID/CAP_SETGID over the host ids (root). The helper
-/// process is killed and reaped by a background thread after the fd is taken;
-/// on every error it is killed and reaped before this returns.
+/// process comes pre-spawned from a small stock when one is ready (see
+/// [`set_prespawn`]) and is killed and reaped by a background thread after the
+/// fd is taken; on every error it is killed and reaped before this returns.
 pub fn create(uid: &[IdMap], gid: &[IdMap]) -> Result<OwnedFd, UsernsError> {
     let (uid_text, gid_text) = format_maps(uid, gid)?;
     create_from_text(&uid_text, &gid_text)
@@ -257,10 +399,14 @@ pub fn create(uid: &[IdMap], gid: &[IdMap]) -> Result<OwnedFd, UsernsError> {
 /// `create` without validation: the kernel is the judge. Used by tests of
 /// the post-spawn error path.
 pub(crate) fn create_from_text(uid: &str, gid: &str) -> Result<OwnedFd, UsernsError> {
-    let helper = Helper::spawn().map_err(UsernsError::Spawn)?;
+    let pool = Pool::get();
+    let helper = match pool.take() {
+        Some(h) => h,
+        None => Helper::spawn().map_err(UsernsError::Spawn)?,
+    };
     // On error `helper` drops here: killed and reaped synchronously.
     let fd = helper.map_and_take_ns(uid, gid)?;
-    retire(helper);
+    pool.retire(helper);
     Ok(fd)
 }
 

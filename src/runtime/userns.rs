@@ -545,7 +545,9 @@ mod tests {
             eprintln!("skipped: needs root to create mapped user namespaces");
             return;
         }
+        drain();
         let before = foreign_userns_children();
+        set_prespawn(DEFAULT_PRESPAWN);
         // Size 0 passes no validation here; the kernel refuses it (EINVAL)
         // after the helper exists: the error path must clean up.
         let err = create_from_text("0 1000 0\n", "0 1000 1\n").unwrap_err();
@@ -556,7 +558,9 @@ mod tests {
             }
             other => panic!("unexpected error {other}"),
         }
-        // The helper is reaped synchronously on the error path.
+        // The failed helper was killed and reaped on the error path; drain()
+        // only removes the stock and the retired backlog.
+        drain();
         assert_eq!(foreign_userns_children(), before);
     }
 

@@ -118,3 +118,10 @@ pub fn children() -> Vec<u32> {
     v.sort_unstable();
     v
 }
+
+/// Open fds once the userns helper pool is drained (pre-spawned helpers hold
+/// pidfds); pre-spawning stays off until `set_prespawn` turns it back on.
+pub fn settled_fd_count() -> usize {
+    procsync::runtime::userns::drain();
+    fd_count()
+}

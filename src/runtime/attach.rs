@@ -47,8 +47,7 @@ pub enum AttachError {
         err: io::Error,
     },
     /// OS: the bind mount of a `PlainOpen` source failed.
-    #[error("bind mount of {proc_path} to {destination:?} failed: {err}{}",
-        if err.raw_os_error() == Some(libc::ENOENT) { " (is /proc mounted, and does the destination exist?)" } else { "" })]
+    #[error("bind mount of {proc_path} to {destination:?} failed: {err}{}", bind_hint(err))]
     Bind {
         /// The `/proc/thread-self/fd/N` path used as source.
         proc_path: String,
@@ -58,6 +57,17 @@ pub enum AttachError {
         #[source]
         err: io::Error,
     },
+}
+
+fn bind_hint(err: &io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => " (is /proc mounted, and does the destination exist?)",
+        Some(libc::EINVAL) => {
+            " (a plain source must be a path in this mount namespace: make it with \
+             MountFdService::in_mount_namespace)"
+        }
+        _ => "",
+    }
 }
 
 /// Attaches `source` at `destination` (which must exist) and closes the fd.

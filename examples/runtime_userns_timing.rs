@@ -11,7 +11,10 @@ fn main() {
         eprintln!("skipped: needs root");
         return;
     }
-    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(200);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     let uid = [IdMap::new(0, 100_000, 65_536)];
     let gid = [IdMap::new(0, 100_000, 65_536)];
     if std::env::var_os("NOPOOL").is_some() {

@@ -90,7 +90,9 @@ fn plain_and_idmapped_sources_cross_a_socketpair_to_a_child() {
     // "ready TID": the child's test thread (the one that unshared) is TID.
     let (ready, _) = recv(&ours);
     let ready = String::from_utf8(ready).unwrap();
-    let tid = ready.strip_prefix("ready ").expect("child did not get ready");
+    let tid = ready
+        .strip_prefix("ready ")
+        .expect("child did not get ready");
     // The child is in its own mount namespace now: make the sources there.
     let svc = MountFdService::in_mount_namespace(
         format!("/proc/{}/task/{tid}/ns/mnt", child.id()),
@@ -99,7 +101,10 @@ fn plain_and_idmapped_sources_cross_a_socketpair_to_a_child() {
     .expect("join the child's mount namespace");
     let m = vec![IdMap::new(0, 100_000, 65_536)];
     let plain = svc
-        .make_source(&Mount::bind(src.to_str().unwrap(), dst_plain.to_str().unwrap()))
+        .make_source(&Mount::bind(
+            src.to_str().unwrap(),
+            dst_plain.to_str().unwrap(),
+        ))
         .expect("plain source");
     let tree = svc
         .make_source(
@@ -173,7 +178,11 @@ fn child_side() {
                 String::from_utf8_lossy(&tag)
             ));
         }
-        let closed = if fd_count() == before { "fds closed" } else { "fds LEAKED" };
+        let closed = if fd_count() == before {
+            "fds closed"
+        } else {
+            "fds LEAKED"
+        };
         format!("{}; {closed}", out.join("; "))
     });
     let msg = match &result {

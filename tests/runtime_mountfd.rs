@@ -12,7 +12,8 @@ use procsync::runtime::mountfd::Step;
 use procsync::runtime::{attach, userns, AttachError, MountFdError, MountFdService, UsernsCache};
 use procsync::schema::{IdMap, IdMapping, Mount, MountSourceKind};
 use runtime_common::{
-    children, fd_count, file_owned, settled_fd_count, owner, private_mount_ns, root_or_skip, serial, Scratch,
+    children, fd_count, file_owned, owner, private_mount_ns, root_or_skip, serial,
+    settled_fd_count, Scratch,
 };
 
 /// Container ids 0..65536 <-> host ids 100000..165536, both sides.
@@ -37,8 +38,16 @@ fn check_idmapped_owner_shift(svc: &MountFdService, s: &Scratch, src: &Path) {
         .expect("make id-mapped source");
     assert_eq!(src_fd.kind, MountSourceKind::OpenTree);
     attach(src_fd, &dst, false).expect("attach");
-    assert_eq!(owner(&src.join("f")), (1000, 1001), "source itself unchanged");
-    assert_eq!(owner(&dst.join("f")), (101_000, 101_001), "owner not shifted");
+    assert_eq!(
+        owner(&src.join("f")),
+        (1000, 1001),
+        "source itself unchanged"
+    );
+    assert_eq!(
+        owner(&dst.join("f")),
+        (101_000, 101_001),
+        "owner not shifted"
+    );
     assert_eq!(std::fs::read_to_string(dst.join("f")).unwrap(), "hello");
     assert_eq!(owner(&dst.join("outside")), (65_534, 65_534), "unmapped id");
     // A new file created through the mount as root (uid 0) is unmappable:
@@ -74,7 +83,12 @@ fn idmapped_bind_of_root_fs_dir_shows_shifted_owner() {
     let svc = MountFdService::new();
     // /tmp is on the root filesystem here (ext4, which supports idmap).
     match svc.make_source(&idmapped(&src, &src, shift())) {
-        Err(e @ MountFdError::Os { step: Step::SetIdmap, .. }) => {
+        Err(
+            e @ MountFdError::Os {
+                step: Step::SetIdmap,
+                ..
+            },
+        ) => {
             eprintln!("root filesystem does not support id-mapped mounts, skipped: {e}");
             return;
         }
@@ -105,14 +119,20 @@ fn recursive_flags_are_honoured() {
     attach(svc.make_source(&m).unwrap(), &d, false).unwrap();
     s.mounted(&d);
     assert!(d.join("top").exists());
-    assert!(!d.join("sub/marker").exists(), "submount leaked into non-recursive bind");
+    assert!(
+        !d.join("sub/marker").exists(),
+        "submount leaked into non-recursive bind"
+    );
 
     // Plain bind with MS_REC: it is.
     let d = s.dir("plain-rec");
     let m = Mount::bind(src_s, d.to_str().unwrap()).recursive();
     attach(svc.make_source(&m).unwrap(), &d, true).unwrap();
     s.mounted(&d);
-    assert!(d.join("sub/marker").exists(), "submount missing from recursive bind");
+    assert!(
+        d.join("sub/marker").exists(),
+        "submount missing from recursive bind"
+    );
 
     // Id-mapped without MS_REC: open_tree clones only the top mount.
     let d = s.dir("idmap-norec");
@@ -160,7 +180,10 @@ fn plain_bind_attaches_and_attach_closes_the_fd() {
     let source = svc.make_source(&m).expect("make plain source");
     assert_eq!(source.kind, MountSourceKind::PlainOpen);
     let flags = rustix::fs::fcntl_getfl(&source.fd).unwrap();
-    assert!(flags.contains(rustix::fs::OFlags::PATH), "not O_PATH: {flags:?}");
+    assert!(
+        flags.contains(rustix::fs::OFlags::PATH),
+        "not O_PATH: {flags:?}"
+    );
     assert_eq!(fd_count(), fds0 + 1);
     attach(source, &dst, false).expect("attach");
     s.mounted(&dst);
@@ -209,20 +232,48 @@ fn bad_requests_get_typed_errors_without_leaks() {
 
     let missing = format!("{src_s}/does-not-exist");
     let e = svc.make_source(&Mount::bind(&missing, "/x")).unwrap_err();
-    assert!(matches!(e, MountFdError::Os { step: Step::OpenPath, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            MountFdError::Os {
+                step: Step::OpenPath,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(e.errno(), Some(libc::ENOENT));
-    assert!(e.to_string().contains(&missing) && e.to_string().contains("open(O_PATH)"), "{e}");
+    assert!(
+        e.to_string().contains(&missing) && e.to_string().contains("open(O_PATH)"),
+        "{e}"
+    );
 
     let e = svc
         .make_source(&Mount::bind(&missing, "/x").with_id_mapping(shift()))
         .unwrap_err();
-    assert!(matches!(e, MountFdError::Os { step: Step::OpenTree, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            MountFdError::Os {
+                step: Step::OpenTree,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains(&missing), "{e}");
 
-    let e = svc
-        .make_source(&Mount::bind("", "/x"))
-        .unwrap_err();
-    assert!(matches!(e, MountFdError::InvalidRequest { field: "source", .. }), "{e}");
+    let e = svc.make_source(&Mount::bind("", "/x")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MountFdError::InvalidRequest {
+                field: "source",
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     let bad_maps = [
         IdMapping::ranges(vec![], vec![IdMap::new(0, 1, 1)]),
@@ -244,12 +295,25 @@ fn bad_requests_get_typed_errors_without_leaks() {
     }
 
     let e = svc
-        .make_source(&Mount::bind(src_s, "/x").with_id_mapping(IdMapping::userns("/nonexistent/ns")))
+        .make_source(
+            &Mount::bind(src_s, "/x").with_id_mapping(IdMapping::userns("/nonexistent/ns")),
+        )
         .unwrap_err();
-    assert!(matches!(e, MountFdError::Os { step: Step::OpenUserns, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            MountFdError::Os {
+                step: Step::OpenUserns,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("/nonexistent/ns"), "{e}");
     let e = svc
-        .make_source(&Mount::bind(src_s, "/x").with_id_mapping(IdMapping::userns("/proc/self/ns/mnt")))
+        .make_source(
+            &Mount::bind(src_s, "/x").with_id_mapping(IdMapping::userns("/proc/self/ns/mnt")),
+        )
         .unwrap_err();
     assert!(matches!(e, MountFdError::NotUserNamespace { .. }), "{e}");
 
@@ -257,9 +321,21 @@ fn bad_requests_get_typed_errors_without_leaks() {
     let e = svc
         .make_source(&Mount::bind("/proc", "/x").with_id_mapping(shift()))
         .unwrap_err();
-    assert!(matches!(e, MountFdError::Os { step: Step::SetIdmap, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            MountFdError::Os {
+                step: Step::SetIdmap,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(e.errno(), Some(libc::EINVAL));
-    assert!(e.to_string().contains("may not support id-mapped mounts"), "{e}");
+    assert!(
+        e.to_string().contains("may not support id-mapped mounts"),
+        "{e}"
+    );
 
     svc.userns_cache().clear();
     userns::drain();
@@ -289,7 +365,10 @@ fn userns_path_mapping_uses_that_namespace() {
     attach(svc.make_source(&req).unwrap(), &dst, false).unwrap();
     s.mounted(&dst);
     assert_eq!(owner(&dst.join("f")), (300_007, 300_007));
-    assert!(svc.userns_cache().is_empty(), "a userns_path must not use the cache");
+    assert!(
+        svc.userns_cache().is_empty(),
+        "a userns_path must not use the cache"
+    );
 }
 
 /// Sources resolve inside the target mount namespace: a tmpfs mounted only
@@ -323,12 +402,16 @@ fn worker_resolves_sources_inside_another_mount_namespace() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !ready.exists() {
-        assert!(std::time::Instant::now() < deadline, "helper process never got ready");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "helper process never got ready"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let src = inner.join("d");
     let fds0 = settled_fd_count();
-    let result = (|| {
+    // Catch a failed assertion so the helper process is always killed.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // Not visible here...
         let here = MountFdService::new();
         let e = here
@@ -354,16 +437,18 @@ fn worker_resolves_sources_inside_another_mount_namespace() {
         assert_eq!(owner(&dst.join("f")), (101_000, 101_000));
         rustix::mount::unmount(&dst, rustix::mount::UnmountFlags::DETACH).unwrap();
         drop(svc);
-        let e = MountFdService::in_mount_namespace("/nonexistent/ns/mnt", Arc::default())
-            .unwrap_err();
+        let e =
+            MountFdService::in_mount_namespace("/nonexistent/ns/mnt", Arc::default()).unwrap_err();
         assert!(matches!(e, MountFdError::MountNamespace { .. }), "{e}");
-        let e = MountFdService::in_mount_namespace("/proc/self/ns/user", Arc::default())
-            .unwrap_err();
+        let e =
+            MountFdService::in_mount_namespace("/proc/self/ns/user", Arc::default()).unwrap_err();
         assert!(matches!(e, MountFdError::MountNamespace { .. }), "{e}");
-    })();
+    }));
     let _ = child.kill();
     let _ = child.wait();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
     assert_eq!(settled_fd_count(), fds0, "fds leaked");
     userns::set_prespawn(userns::DEFAULT_PRESPAWN);
-    result
 }

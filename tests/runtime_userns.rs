@@ -71,8 +71,16 @@ fn bad_mappings_get_typed_errors_without_leaks() {
     let cases: Vec<(&str, Vec<IdMap>, Vec<IdMap>)> = vec![
         ("empty uid", vec![], ok.to_vec()),
         ("empty gid", ok.to_vec(), vec![]),
-        ("overlap container", vec![map(0, 1000, 10), map(5, 5000, 10)], ok.to_vec()),
-        ("overlap host", ok.to_vec(), vec![map(0, 1000, 10), map(50, 1005, 1)]),
+        (
+            "overlap container",
+            vec![map(0, 1000, 10), map(5, 5000, 10)],
+            ok.to_vec(),
+        ),
+        (
+            "overlap host",
+            ok.to_vec(),
+            vec![map(0, 1000, 10), map(50, 1005, 1)],
+        ),
         ("zero size", vec![map(0, 1000, 0)], ok.to_vec()),
         ("overflow", vec![map(u32::MAX, 0, 2)], ok.to_vec()),
         ("too many lines", too_many, ok.to_vec()),
@@ -88,10 +96,22 @@ fn bad_mappings_get_typed_errors_without_leaks() {
         match (*what, &e) {
             ("empty uid", UsernsError::EmptyMapping { side: MapSide::Uid }) => {}
             ("empty gid", UsernsError::EmptyMapping { side: MapSide::Gid }) => {}
-            ("overlap container", UsernsError::InvalidMapping { side: MapSide::Uid, reason }) => {
+            (
+                "overlap container",
+                UsernsError::InvalidMapping {
+                    side: MapSide::Uid,
+                    reason,
+                },
+            ) => {
                 assert_eq!(*reason, "overlapping container ranges")
             }
-            ("overlap host", UsernsError::InvalidMapping { side: MapSide::Gid, reason }) => {
+            (
+                "overlap host",
+                UsernsError::InvalidMapping {
+                    side: MapSide::Gid,
+                    reason,
+                },
+            ) => {
                 assert_eq!(*reason, "overlapping host ranges")
             }
             ("zero size", UsernsError::InvalidMapping { reason, .. }) => {
@@ -103,7 +123,14 @@ fn bad_mappings_get_typed_errors_without_leaks() {
             ("too many lines", UsernsError::InvalidMapping { reason, .. }) => {
                 assert_eq!(*reason, "more than 340 lines")
             }
-            ("text too long", UsernsError::MappingTooLong { side: MapSide::Uid, len, limit }) => {
+            (
+                "text too long",
+                UsernsError::MappingTooLong {
+                    side: MapSide::Uid,
+                    len,
+                    limit,
+                },
+            ) => {
                 assert!(len >= limit)
             }
             _ => panic!("{what}: unexpected error {e:?}"),
@@ -133,7 +160,11 @@ fn cache_hands_out_duplicates_keyed_by_unordered_mapping_set() {
     let x1 = cache.get(&a, &b).expect("get");
     let x2 = cache.get(&a_rev, &b).expect("get reordered");
     assert_ne!(x1.as_raw_fd(), x2.as_raw_fd(), "each get is a new fd");
-    assert_eq!(ns_link(&x1), ns_link(&x2), "same mapping set, same namespace");
+    assert_eq!(
+        ns_link(&x1),
+        ns_link(&x2),
+        "same mapping set, same namespace"
+    );
     assert!(is_cloexec(&x2));
     let y = cache.get(&b, &a).expect("other set");
     assert_ne!(ns_link(&x1), ns_link(&y));
@@ -145,7 +176,11 @@ fn cache_hands_out_duplicates_keyed_by_unordered_mapping_set() {
     assert_eq!(cache.len(), 1);
     assert!(ns_link(&x1).starts_with("user:["));
     let x3 = cache.get(&a, &b).expect("get after release");
-    assert_ne!(ns_link(&x1), ns_link(&x3), "release must force a new namespace");
+    assert_ne!(
+        ns_link(&x1),
+        ns_link(&x3),
+        "release must force a new namespace"
+    );
 
     cache.clear();
     assert!(cache.is_empty());

@@ -47,7 +47,10 @@ pub enum AttachError {
         err: io::Error,
     },
     /// OS: the bind mount of a `PlainOpen` source failed.
-    #[error("bind mount of {proc_path} to {destination:?} failed: {err}{}", bind_hint(err))]
+    #[error(
+        "bind mount of {proc_path} to {destination:?} failed: {err}{}",
+        bind_hint(err)
+    )]
     Bind {
         /// The `/proc/thread-self/fd/N` path used as source.
         proc_path: String,
@@ -75,11 +78,7 @@ fn bind_hint(err: &io::Error) -> &'static str {
 /// `recursive` is the request's `MS_REC`: it decides whether a `PlainOpen`
 /// bind takes the submounts along. For `OpenTree` sources the parent already
 /// decided that when it cloned the tree, so it is ignored there.
-pub fn attach(
-    source: MountSource,
-    destination: &Path,
-    recursive: bool,
-) -> Result<(), AttachError> {
+pub fn attach(source: MountSource, destination: &Path, recursive: bool) -> Result<(), AttachError> {
     let MountSource { fd, kind } = source;
     let dest = CString::new(destination.as_os_str().as_encoded_bytes()).map_err(|_| {
         AttachError::BadDestination {

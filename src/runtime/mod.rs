@@ -6,7 +6,7 @@
 //!   source fd (`open(O_PATH)` for plain binds, `open_tree(OPEN_TREE_CLONE)` +
 //!   `mount_setattr(MOUNT_ATTR_IDMAP)` for id-mapped ones), optionally inside
 //!   the container's mount namespace;
-//! * [`attach`] — the child's side: attach a received source at its
+//! * [`attach`](mod@attach) — the child's side: attach a received source at its
 //!   destination and close it at once.
 //!
 //! Needs root (or CAP_SYS_ADMIN plus CAP_SETUID/CAP_SETGID) and Linux ≥ 5.12

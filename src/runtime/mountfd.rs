@@ -193,13 +193,17 @@ fn userns_fd(req: &Mount, cache: &UsernsCache) -> Result<Option<OwnedFd>, MountF
             });
     }
     let path = &idm.userns_path;
-    let fd = rustix::fs::open(path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| MountFdError::Os {
-            source_path: path.clone(),
-            step: Step::OpenUserns,
-            err: e.into(),
-            hint: None,
-        })?;
+    let fd = rustix::fs::open(
+        path.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| MountFdError::Os {
+        source_path: path.clone(),
+        step: Step::OpenUserns,
+        err: e.into(),
+        hint: None,
+    })?;
     match sys::ns_get_nstype(fd.as_fd()) {
         Ok(t) if t == libc::CLONE_NEWUSER => Ok(Some(fd)),
         _ => Err(MountFdError::NotUserNamespace {
@@ -222,8 +226,12 @@ fn make_here(
         hint,
     };
     let Some(userns) = userns else {
-        let fd = rustix::fs::open(source.as_c_str(), OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| os(Step::OpenPath, e.into(), None))?;
+        let fd = rustix::fs::open(
+            source.as_c_str(),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| os(Step::OpenPath, e.into(), None))?;
         return Ok(MountSource {
             fd,
             kind: MountSourceKind::PlainOpen,
@@ -384,7 +392,9 @@ impl MountFdService {
         };
         {
             let tx = worker.tx.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = tx.as_ref().ok_or(MountFdError::Worker("service shut down"))?;
+            let tx = tx
+                .as_ref()
+                .ok_or(MountFdError::Worker("service shut down"))?;
             tx.send(job)
                 .map_err(|_| MountFdError::Worker("worker thread has exited"))?;
         }
@@ -426,7 +436,13 @@ mod tests {
         let rel = Mount::bind("relative/dir", "/mnt");
         let e = svc.make_source(&rel).unwrap_err();
         assert!(
-            matches!(e, MountFdError::InvalidRequest { field: "source", .. }),
+            matches!(
+                e,
+                MountFdError::InvalidRequest {
+                    field: "source",
+                    ..
+                }
+            ),
             "{e}"
         );
         let both = Mount::bind("/tmp", "/mnt").with_id_mapping(IdMapping {

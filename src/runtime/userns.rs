@@ -170,8 +170,9 @@ impl Helper {
                 file,
                 err: e.into(),
             };
-            let fd = rustix::fs::openat(&dir, file, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(wrap)?;
+            let fd =
+                rustix::fs::openat(&dir, file, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(wrap)?;
             let n = rustix::io::write(&fd, text.as_bytes()).map_err(wrap)?;
             if n != text.len() {
                 return Err(UsernsError::WriteMap {
@@ -187,8 +188,13 @@ impl Helper {
         write("gid_map", gid)?;
         match sys::pidfd_get_user_namespace(self.pidfd.as_fd()) {
             Ok(fd) => Ok(fd),
-            Err(_) => rustix::fs::openat(&dir, "ns/user", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| UsernsError::NamespaceFd { pid, err: e.into() }),
+            Err(_) => rustix::fs::openat(
+                &dir,
+                "ns/user",
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| UsernsError::NamespaceFd { pid, err: e.into() }),
         }
     }
 
@@ -292,7 +298,10 @@ impl Pool {
                     st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
                 st.busy = true;
-                (std::mem::take(&mut st.retired), st.target.saturating_sub(st.stock.len()))
+                (
+                    std::mem::take(&mut st.retired),
+                    st.target.saturating_sub(st.stock.len()),
+                )
             };
             kill_all(retired);
             let mut fresh: Vec<Helper> = (0..need).filter_map(|_| Helper::spawn().ok()).collect();

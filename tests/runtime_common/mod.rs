@@ -68,8 +68,14 @@ impl Scratch {
     /// Mounts a fresh tmpfs at `self.path/rel`.
     pub fn tmpfs(&mut self, rel: &str) -> PathBuf {
         let p = self.dir(rel);
-        rustix::mount::mount("tmpfs", &p, "tmpfs", rustix::mount::MountFlags::empty(), None)
-            .expect("mount tmpfs");
+        rustix::mount::mount(
+            "tmpfs",
+            &p,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .expect("mount tmpfs");
         self.mounts.push(p.clone());
         p
     }
@@ -104,13 +110,18 @@ pub fn owner(path: &Path) -> (u32, u32) {
 
 /// Open fds of this process.
 pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
 }
 
 /// Child processes of every thread of this process.
 pub fn children() -> Vec<u32> {
     let mut v = Vec::new();
-    for t in std::fs::read_dir("/proc/self/task").expect("tasks").flatten() {
+    for t in std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+    {
         if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
             v.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
         }

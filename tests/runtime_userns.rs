@@ -39,6 +39,8 @@ fn fresh_fds_are_distinct_cloexec_user_namespaces_and_no_helper_survives() {
     let uid = [map(0, 100_000, 65_536)];
     let gid = [map(0, 200_000, 65_536)];
     let mut seen = std::collections::HashSet::new();
+    // Keep every fd open: a freed namespace's inode number may be reused.
+    let mut keep = Vec::new();
     for _ in 0..40 {
         let fd = userns::create(&uid, &gid).expect("create");
         let link = ns_link(&fd);
@@ -46,7 +48,9 @@ fn fresh_fds_are_distinct_cloexec_user_namespaces_and_no_helper_survives() {
         assert_ne!(std::path::Path::new(&link), me, "got our own namespace");
         assert!(is_cloexec(&fd), "fd must be close-on-exec");
         assert!(seen.insert(link), "namespace handed out twice");
+        keep.push(fd);
     }
+    drop(keep);
     // Every helper is a child until reaped; drain() reaps the stock and backlog.
     userns::drain();
     assert_eq!(children(), kids0, "helper processes left behind");
@@ -187,5 +191,50 @@ fn cache_hands_out_duplicates_keyed_by_unordered_mapping_set() {
     drop((x1, x2, x3, y));
     userns::drain();
     assert_eq!(fd_count(), fds0, "fds leaked");
+    userns::set_prespawn(userns::DEFAULT_PRESPAWN);
+}
+
+/// Helpers in another user namespace than ours: the pool's.
+fn helper_children() -> Vec<u32> {
+    let me = std::fs::read_link("/proc/self/ns/user").unwrap();
+    children()
+        .into_iter()
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/user")).is_ok_and(|ns| ns != me))
+        .collect()
+}
+
+#[test]
+fn stock_helpers_killed_from_outside_do_not_fail_create() {
+    if !root_or_skip("killed stock") {
+        return;
+    }
+    let _g = serial();
+    userns::drain();
+    let kids0 = children();
+    userns::set_prespawn(2);
+    let m = [map(0, 100_000, 10)];
+    drop(userns::create(&m, &m).expect("create"));
+    // Wait for the background thread to refill the stock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stock = loop {
+        let h = helper_children();
+        if h.len() >= 2 {
+            break h;
+        }
+        assert!(std::time::Instant::now() < deadline, "stock never refilled");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    for pid in &stock {
+        let pid = rustix::process::Pid::from_raw(*pid as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    }
+    // The dead stock helpers (unreaped, so their pids are not reused) are
+    // skipped: create still works, and nothing is left afterwards.
+    for _ in 0..3 {
+        let fd = userns::create(&m, &m).expect("create after stock was killed");
+        assert!(ns_link(&fd).starts_with("user:["));
+    }
+    userns::drain();
+    assert_eq!(children(), kids0, "helper processes left behind");
     userns::set_prespawn(userns::DEFAULT_PRESPAWN);
 }

@@ -198,6 +198,12 @@ impl Helper {
         }
     }
 
+    /// Lets go of a helper this process does not own (inherited over fork):
+    /// closes the pidfd without killing; the stack here is our private copy.
+    fn abandon(mut self) {
+        drop(self.stack.take());
+    }
+
     /// Kills and reaps the helper now; frees the stack only when the reap
     /// proves the helper is gone.
     fn finish(&mut self) {
@@ -268,9 +274,21 @@ impl Pool {
         })
     }
 
+    /// Locks the state. In a child forked from the owner, first lets go of
+    /// the inherited helpers (they are the parent's: closed, not killed) and
+    /// adopts the pool; the background thread did not survive the fork.
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         // Helpers are plain values; a panic elsewhere cannot corrupt the lists.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let me = std::process::id();
+        if st.owner != me {
+            st.stock.drain(..).for_each(Helper::abandon);
+            st.retired.drain(..).for_each(Helper::abandon);
+            st.owner = me;
+            st.started = false;
+            st.busy = false;
+        }
+        st
     }
 
     /// Starts the background thread once; false when it cannot run.
@@ -289,6 +307,7 @@ impl Pool {
     /// It runs SCHED_IDLE so waking it never delays the caller.
     fn run(&self) {
         let _ = sys::set_current_thread_sched_idle();
+        let mut backoff = std::time::Duration::from_millis(10);
         loop {
             let (retired, need) = {
                 let mut st = self.lock();
@@ -315,8 +334,12 @@ impl Pool {
             };
             kill_all(extra);
             if spawned < need {
-                // Spawning fails (e.g. at the userns limit): do not spin.
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                // Spawning fails (e.g. at the user namespace limit): back off
+                // rather than spin; callers spawn on their own meanwhile.
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            } else {
+                backoff = std::time::Duration::from_millis(10);
             }
         }
     }
@@ -324,7 +347,7 @@ impl Pool {
     /// A helper from stock (None when empty, unusable after fork, or no thread).
     fn take(&'static self) -> Option<Helper> {
         let mut st = self.lock();
-        if st.owner != std::process::id() || st.target == 0 || !self.ensure_started(&mut st) {
+        if st.target == 0 || !self.ensure_started(&mut st) {
             return None;
         }
         let h = st.stock.pop();
@@ -338,10 +361,7 @@ impl Pool {
     /// when the backlog is full or the thread cannot run.
     fn retire(&'static self, helper: Helper) {
         let mut st = self.lock();
-        if st.owner == std::process::id()
-            && st.retired.len() < MAX_BACKLOG
-            && self.ensure_started(&mut st)
-        {
+        if st.retired.len() < MAX_BACKLOG && self.ensure_started(&mut st) {
             st.retired.push(helper);
             self.work.notify_one();
             return;
@@ -409,10 +429,15 @@ pub fn create(uid: &[IdMap], gid: &[IdMap]) -> Result<OwnedFd, UsernsError> {
 /// the post-spawn error path.
 pub(crate) fn create_from_text(uid: &str, gid: &str) -> Result<OwnedFd, UsernsError> {
     let pool = Pool::get();
-    let helper = match pool.take() {
-        Some(h) => h,
-        None => Helper::spawn().map_err(UsernsError::Spawn)?,
-    };
+    // A stock helper that cannot be used (killed from outside, say) costs
+    // one retry with a freshly cloned one.
+    if let Some(helper) = pool.take() {
+        if let Ok(fd) = helper.map_and_take_ns(uid, gid) {
+            pool.retire(helper);
+            return Ok(fd);
+        }
+    }
+    let helper = Helper::spawn().map_err(UsernsError::Spawn)?;
     // On error `helper` drops here: killed and reaped synchronously.
     let fd = helper.map_and_take_ns(uid, gid)?;
     pool.retire(helper);

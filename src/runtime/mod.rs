@@ -12,6 +12,28 @@
 //! Needs root (or CAP_SYS_ADMIN plus CAP_SETUID/CAP_SETGID) and Linux ≥ 5.12
 //! for id-mapped mounts (tmpfs ≥ 6.3). All `unsafe` code is in `sys`.
 //!
+//! ```no_run
+//! use procsync::runtime::{attach, MountFdService};
+//! use procsync::schema::{IdMap, IdMapping, Mount};
+//!
+//! // Parent: the child (container init, pid `child`) asked for this mount.
+//! # let child = 1;
+//! let svc = MountFdService::in_mount_namespace(
+//!     format!("/proc/{child}/ns/mnt"),
+//!     Default::default(),
+//! )?;
+//! let ids = vec![IdMap::new(0, 100_000, 65_536)];
+//! let req = Mount::bind("/srv/data", "/data")
+//!     .recursive()
+//!     .with_id_mapping(IdMapping::ranges(ids.clone(), ids).recursive(true));
+//! let src = svc.make_source(&req)?;
+//! // ... send SyncMessage::mount_fd(src.kind, &req.source) with src.fd attached ...
+//!
+//! // Child, on receipt (fd and kind from the MountFd record):
+//! attach(src, std::path::Path::new("/rootfs/data"), true)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! [`schema::Mount`]: crate::schema::Mount
 
 pub mod attach;

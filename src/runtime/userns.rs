@@ -81,6 +81,15 @@ pub enum UsernsError {
     /// ENOSPC at the user-namespace limit, EAGAIN/ENOMEM under pressure).
     #[error("cloning the user-namespace helper (clone CLONE_NEWUSER) failed: {0}")]
     Spawn(#[source] io::Error),
+    /// OS: opening the helper's `/proc/PID` directory failed.
+    #[error("opening /proc/{pid} of the user-namespace helper failed (is /proc mounted?): {err}")]
+    Proc {
+        /// Helper pid.
+        pid: i32,
+        /// The OS error.
+        #[source]
+        err: io::Error,
+    },
     /// OS: writing `/proc/PID/{file}` failed.
     #[error("writing /proc/{pid}/{file} failed: {err}")]
     WriteMap {
@@ -159,11 +168,7 @@ impl Helper {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| UsernsError::WriteMap {
-            pid,
-            file: "uid_map",
-            err: e.into(),
-        })?;
+        .map_err(|e| UsernsError::Proc { pid, err: e.into() })?;
         let write = |file: &'static str, text: &str| -> Result<(), UsernsError> {
             let wrap = |e: rustix::io::Errno| UsernsError::WriteMap {
                 pid,

@@ -399,8 +399,9 @@ pub fn set_prespawn(n: usize) {
 /// Stops pre-spawning (like `set_prespawn(0)`), then kills and reaps every
 /// helper not in use — the stock and the retired backlog — before returning.
 ///
-/// Call it before `fork` without exec, or to leave no helper process behind
-/// (tests count children). Later [`create`] calls still work; they clone and
+/// Call it before `execve` in this process (helpers cloned by the exec'ing
+/// thread would outlive the image as unreaped children), before `fork`
+/// without exec, or to leave no helper process behind (tests count children). Later [`create`] calls still work; they clone and
 /// reap on their own until [`set_prespawn`] turns the stock back on.
 pub fn drain() {
     let pool = Pool::get();

@@ -289,3 +289,20 @@ pub(crate) fn set_current_thread_sched_idle() -> io::Result<()> {
         Ok(())
     }
 }
+
+/// `pidfd_send_signal(pidfd, 0)`: whether the process behind `pidfd` still
+/// exists (running or not yet reaped). A live or zombie process keeps its pid,
+/// so a `/proc/PID` opened before a successful check is that process's.
+pub(crate) fn pidfd_alive(pidfd: BorrowedFd<'_>) -> bool {
+    // SAFETY: signal 0 with a null siginfo only checks existence/permission.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd() as libc::c_long,
+            0 as libc::c_long,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_long,
+        )
+    };
+    r == 0
+}

@@ -169,6 +169,15 @@ impl Helper {
             Mode::empty(),
         )
         .map_err(|e| UsernsError::Proc { pid, err: e.into() })?;
+        // If the helper had been reaped behind our back, PID could now name
+        // another process: only a helper still alive after the open proves
+        // that `dir` is its directory.
+        if !sys::pidfd_alive(self.pidfd.as_fd()) {
+            return Err(UsernsError::Proc {
+                pid,
+                err: io::Error::from_raw_os_error(libc::ESRCH),
+            });
+        }
         let write = |file: &'static str, text: &str| -> Result<(), UsernsError> {
             let wrap = |e: rustix::io::Errno| UsernsError::WriteMap {
                 pid,

@@ -42,5 +42,5 @@ mod sys;
 pub mod userns;
 
 pub use attach::{attach, AttachError};
-pub use mountfd::{MountFdError, MountFdService, MountSource};
+pub use mountfd::{Blame, MountFdError, MountFdService, MountSource};
 pub use userns::{UsernsCache, UsernsError, UsernsKey};

@@ -136,7 +136,30 @@ pub enum MountFdError {
     Worker(&'static str),
 }
 
+/// Who caused a [`MountFdError`]: what a session reports to its peer and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The request (the peer's `MountPlease`, or the caller who built it).
+    Request,
+    /// The kernel refused a step for a well-formed request.
+    Os,
+    /// This process's own setup (the mount-namespace worker).
+    Local,
+}
+
 impl MountFdError {
+    /// Who caused this error.
+    pub fn blame(&self) -> Blame {
+        match self {
+            MountFdError::NotBind { .. }
+            | MountFdError::InvalidRequest { .. }
+            | MountFdError::NotUserNamespace { .. } => Blame::Request,
+            MountFdError::Userns { err, .. } if err.is_invalid_mapping() => Blame::Request,
+            MountFdError::Userns { .. } | MountFdError::Os { .. } => Blame::Os,
+            MountFdError::MountNamespace { .. } | MountFdError::Worker(_) => Blame::Local,
+        }
+    }
+
     /// The OS error code, when the kernel refused a step.
     pub fn errno(&self) -> Option<i32> {
         match self {

@@ -115,6 +115,18 @@ pub enum UsernsError {
     Dup(#[source] io::Error),
 }
 
+impl UsernsError {
+    /// Whether the mapping itself is at fault (rather than the OS).
+    pub fn is_invalid_mapping(&self) -> bool {
+        matches!(
+            self,
+            UsernsError::EmptyMapping { .. }
+                | UsernsError::InvalidMapping { .. }
+                | UsernsError::MappingTooLong { .. }
+        )
+    }
+}
+
 /// Checks both sides of a mapping and formats them as `uid_map`/`gid_map` text.
 fn format_maps(uid: &[IdMap], gid: &[IdMap]) -> Result<(String, String), UsernsError> {
     let limit = rustix::param::page_size();

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -45,7 +46,7 @@ type SyncSocket struct {
 	sendBuf []byte
 
 	closeOnce sync.Once
-	closed    bool
+	closed    atomic.Bool
 	passed    []*os.File
 }
 
@@ -131,7 +132,7 @@ func parseFD(v string) (int, error) {
 // [EnvSyncFD] entry is replaced). After cmd.Start, Close this end in the
 // parent: the duplicate is closed with it.
 func (s *SyncSocket) PassToChild(cmd *exec.Cmd) error {
-	if s.closed {
+	if s.closed.Load() {
 		return ErrClosed
 	}
 	dup, err := unix.FcntlInt(uintptr(s.fd), unix.F_DUPFD_CLOEXEC, 3)
@@ -176,7 +177,7 @@ func (s *SyncSocket) Fd() int { return s.fd }
 func (s *SyncSocket) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
-		s.closed = true
+		s.closed.Store(true)
 		for _, f := range s.passed {
 			_ = f.Close()
 		}
@@ -191,7 +192,7 @@ func (s *SyncSocket) Close() error {
 // ShutdownWrite shuts down the sending direction: the peer reads EOF
 // (ErrPeerClosed) after the records already sent.
 func (s *SyncSocket) ShutdownWrite() error {
-	if s.closed {
+	if s.closed.Load() {
 		return ErrClosed
 	}
 	if err := unix.Shutdown(s.fd, unix.SHUT_WR); err != nil {
@@ -224,7 +225,7 @@ func (s *SyncSocket) Send(msg *pb.SyncMessage, f *os.File) error {
 // sent) and goes out in exactly one sendmsg(2). EINTR is retried;
 // EPIPE/ECONNRESET yield [ErrPeerClosed].
 func (s *SyncSocket) SendFD(msg *pb.SyncMessage, fd int) error {
-	if s.closed {
+	if s.closed.Load() {
 		return ErrClosed
 	}
 	buf, err := Encode(s.sendBuf[:0], msg, fd >= 0, s.limits)
@@ -308,7 +309,7 @@ func (s *SyncSocket) wait(events int16, deadline time.Time) error {
 // *DecodeError for a bad record (too-large when the kernel truncated it,
 // too-many-fds when it truncated the control data); otherwise an OS error.
 func (s *SyncSocket) Recv(deadline time.Time) (*pb.SyncMessage, *os.File, error) {
-	if s.closed {
+	if s.closed.Load() {
 		return nil, nil, ErrClosed
 	}
 	if len(s.recvBuf) != s.limits.MaxRecord() {

@@ -36,6 +36,26 @@ type Options struct {
 	PeerPidfd *os.File
 	// Limits are the record limits; the zero value means the defaults.
 	Limits Limits
+	// Trace, when set, is called after each message is sent (sent true)
+	// or received and accepted by the state machine; HasFd in msg's
+	// flags says whether an fd travelled with it. For logs and
+	// transcripts; it must not keep msg.
+	Trace func(sent bool, msg *pb.SyncMessage)
+}
+
+func (o *Options) trace(sent bool, msg *pb.SyncMessage, fd bool) {
+	if o.Trace == nil {
+		return
+	}
+	if sent {
+		// Show what went on the wire: HasFd set from the attachment.
+		w := wireMessage(msg, msg.GetFlags()&^FlagHasFd)
+		if fd {
+			w.Flags |= FlagHasFd
+		}
+		msg = w
+	}
+	o.Trace(sent, msg)
 }
 
 func (o *Options) deadline() time.Time {
@@ -148,6 +168,7 @@ func (c *Child) request(msg *pb.SyncMessage, fd int) (*pb.SyncMessage, *os.File,
 		return nil, nil, &SessionError{Role: RoleChild, State: c.m.State(), Op: "send " + TypeName(ty), Err: err}
 	}
 	_ = c.m.Step(ChildToParent, ty)
+	c.opts.trace(true, msg, fd >= 0)
 	reply, f, err := c.sock.Recv(c.opts.deadline())
 	if err != nil {
 		if errors.Is(err, ErrPeerClosed) {
@@ -162,6 +183,7 @@ func (c *Child) request(msg *pb.SyncMessage, fd int) (*pb.SyncMessage, *os.File,
 		closeFile(f)
 		return nil, nil, err
 	}
+	c.opts.trace(false, reply, f != nil)
 	if reply.GetType() == TypeError {
 		closeFile(f)
 		return nil, nil, &RemoteError{From: RoleParent, Message: reply.GetError().GetMessage(), Pending: ty}
@@ -238,10 +260,13 @@ func (c *Child) Fail(msg string) error {
 	if err := c.m.Check(ChildToParent, TypeError); err != nil {
 		return err
 	}
-	if err := c.sock.SendFD(ErrorMessage(errorText(msg)), -1); err != nil {
+	m := ErrorMessage(errorText(msg))
+	if err := c.sock.SendFD(m, -1); err != nil {
 		return &SessionError{Role: RoleChild, State: c.m.State(), Op: "send Error", Err: err}
 	}
-	return c.m.Step(ChildToParent, TypeError)
+	_ = c.m.Step(ChildToParent, TypeError)
+	c.opts.trace(true, m, false)
+	return nil
 }
 
 // Close ends the child's side and closes the socket. Closing before Run
@@ -412,6 +437,7 @@ func (p *Parent) Serve(h Handler) error {
 			closeFile(f)
 			return err
 		}
+		p.opts.trace(false, msg, f != nil)
 		if ty == TypeError {
 			closeFile(f)
 			return &RemoteError{From: RoleChild, Message: msg.GetError().GetMessage()}
@@ -494,7 +520,9 @@ func (p *Parent) reply(req pb.MessageType, msg *pb.SyncMessage, f *os.File) erro
 		}
 		return &SessionError{Role: RoleParent, State: p.m.State(), Op: "send " + TypeName(ty) + " (reply to " + TypeName(req) + ")", Err: err}
 	}
-	return p.m.Step(ParentToChild, ty)
+	_ = p.m.Step(ParentToChild, ty)
+	p.opts.trace(true, msg, f != nil)
+	return nil
 }
 
 // OpenPlain is a Mount handler building block: an O_PATH fd of

@@ -41,24 +41,97 @@ func Encode(dst []byte, msg *pb.SyncMessage, fdAttached bool, lim Limits) ([]byt
 	if ve := validateWithFlags(msg, flags, nfds); ve != nil {
 		return dst, &EncodeError{kind: ve.kind, Type: msg.GetType(), Invalid: ve}
 	}
-	wire := wireMessage(msg, flags)
-	bodyLen := marshalOpts.Size(wire)
+	payload := wirePayload(msg)
+	bodyLen := bodySize(msg.GetType(), flags, payload)
 	size := protowire.SizeVarint(uint64(bodyLen)) + bodyLen
 	if size > lim.MaxRecord() {
 		return dst, &EncodeError{kind: KindTooLarge, Type: msg.GetType(), Size: size, Max: lim.MaxRecord()}
 	}
 	start := len(dst)
 	dst = protowire.AppendVarint(dst, uint64(bodyLen))
-	out, err := proto.MarshalOptions{Deterministic: true, UseCachedSize: true}.MarshalAppend(dst, wire)
-	if err != nil {
-		// Only a string that is not valid UTF-8 gets here.
-		return dst[:start], &EncodeError{kind: KindInvalidValue, Type: msg.GetType(),
-			Invalid: &ValidationError{kind: KindInvalidValue, Type: msg.GetType(), Field: "payload", Reason: "string not valid UTF-8"}}
+	dst = protowire.AppendTag(dst, 1, protowire.VarintType)
+	dst = protowire.AppendVarint(dst, uint64(msg.GetType()))
+	if flags != 0 {
+		dst = protowire.AppendTag(dst, 2, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, uint64(flags))
 	}
-	if len(out)-start != size {
-		return dst[:start], fmt.Errorf("procsync: internal error: encoded %d bytes, sized %d", len(out)-start, size)
+	if payload.msg != nil {
+		dst = protowire.AppendTag(dst, payload.num, protowire.BytesType)
+		dst = protowire.AppendVarint(dst, uint64(payload.size))
+		var err error
+		dst, err = proto.MarshalOptions{Deterministic: true, UseCachedSize: true}.MarshalAppend(dst, payload.msg)
+		if err != nil {
+			// Only a string that is not valid UTF-8 gets here.
+			return dst[:start], &EncodeError{kind: KindInvalidValue, Type: msg.GetType(),
+				Invalid: &ValidationError{kind: KindInvalidValue, Type: msg.GetType(), Field: payload.name, Reason: "string not valid UTF-8"}}
+		}
 	}
-	return out, nil
+	if len(dst)-start != size {
+		return dst[:start], fmt.Errorf("procsync: internal error: encoded %d bytes, sized %d", len(dst)-start, size)
+	}
+	return dst, nil
+}
+
+// payloadField is a message's payload as it goes on the wire: its field
+// number, the sub-message and its encoded size.
+type payloadField struct {
+	num  protowire.Number
+	name string
+	msg  proto.Message
+	size int
+}
+
+// wirePayload returns msg's payload without unknown fields (which other
+// implementations drop on decode, so re-encoding them would break byte
+// equality; msg itself is not modified), its size computed.
+func wirePayload(msg *pb.SyncMessage) payloadField {
+	var p payloadField
+	switch x := msg.GetPayload().(type) {
+	case *pb.SyncMessage_Error:
+		p = payloadField{num: 10, name: "error", msg: x.Error}
+		if x.Error == nil {
+			p.msg = &pb.ErrorInfo{}
+		}
+	case *pb.SyncMessage_MountPlease:
+		p = payloadField{num: 11, name: "mount_please", msg: x.MountPlease}
+		if x.MountPlease == nil {
+			p.msg = &pb.Mount{}
+		}
+	case *pb.SyncMessage_MountFd:
+		p = payloadField{num: 12, name: "mount_fd", msg: x.MountFd}
+		if x.MountFd == nil {
+			p.msg = &pb.MountFdInfo{}
+		}
+	case *pb.SyncMessage_Seccomp:
+		p = payloadField{num: 13, name: "seccomp", msg: x.Seccomp}
+		if x.Seccomp == nil {
+			p.msg = &pb.SeccompInfo{}
+		}
+	default:
+		return p
+	}
+	if hasUnknown(p.msg.ProtoReflect()) {
+		p.msg = proto.Clone(p.msg)
+		stripUnknown(p.msg.ProtoReflect())
+	}
+	p.size = marshalOpts.Size(p.msg)
+	return p
+}
+
+// bodySize is the size of the protobuf body: type, flags (when non-zero)
+// and the payload, in field-number order.
+func bodySize(ty pb.MessageType, flags uint32, p payloadField) int {
+	n := 0
+	if ty != 0 {
+		n += protowire.SizeTag(1) + protowire.SizeVarint(uint64(ty))
+	}
+	if flags != 0 {
+		n += protowire.SizeTag(2) + protowire.SizeVarint(uint64(flags))
+	}
+	if p.msg != nil {
+		n += protowire.SizeTag(p.num) + protowire.SizeBytes(p.size)
+	}
+	return n
 }
 
 // EncodedLen is the size of the record Encode would produce (without
@@ -68,19 +141,17 @@ func EncodedLen(msg *pb.SyncMessage, fdAttached bool) int {
 	if fdAttached {
 		flags |= FlagHasFd
 	}
-	n := marshalOpts.Size(wireMessage(msg, flags))
+	n := bodySize(msg.GetType(), flags, wirePayload(msg))
 	return protowire.SizeVarint(uint64(n)) + n
 }
 
-// wireMessage is what goes on the wire for msg: its type and payload with
-// flags as given and without unknown fields (which other implementations
-// drop on decode, so re-encoding them would break byte equality).
+// wireMessage is msg as it goes on the wire, with flags as given and
+// without unknown fields (for tracing what was sent).
 func wireMessage(msg *pb.SyncMessage, flags uint32) *pb.SyncMessage {
 	w := &pb.SyncMessage{Type: msg.GetType(), Flags: flags, Payload: msg.GetPayload()}
-	if p := msg.GetPayload(); p != nil && hasUnknown(w.ProtoReflect()) {
-		c := proto.Clone(w).(*pb.SyncMessage)
-		stripUnknown(c.ProtoReflect())
-		return c
+	if hasUnknown(w.ProtoReflect()) {
+		w = proto.Clone(w).(*pb.SyncMessage)
+		stripUnknown(w.ProtoReflect())
 	}
 	return w
 }

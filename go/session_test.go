@@ -27,6 +27,13 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(envBenchPeer); mode != "" {
+		if err := runBenchPeer(mode); err != nil {
+			fmt.Fprintln(os.Stderr, "bench peer:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if scenario := os.Getenv(envChild); scenario != "" {
 		if err := runChildScenario(scenario); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)

@@ -318,9 +318,12 @@ func (s *SyncSocket) Recv(deadline time.Time) (*pb.SyncMessage, *os.File, error)
 	if s.oobBuf == nil {
 		s.oobBuf = make([]byte, unix.CmsgSpace(recvFdRoom*4))
 	}
+	// Without a deadline or a peer to watch, one blocking recvmsg does
+	// (falling back to poll when the fd turns out to be non-blocking).
+	blocking := deadline.IsZero() && s.peerPidfd < 0
 	peerGone := false
 	for {
-		if !peerGone {
+		if !blocking && !peerGone {
 			switch err := s.wait(unix.POLLIN, deadline); {
 			case err == errPeerGone:
 				// Read once more without waiting: a record the peer sent
@@ -330,7 +333,11 @@ func (s *SyncSocket) Recv(deadline time.Time) (*pb.SyncMessage, *os.File, error)
 				return nil, nil, fmt.Errorf("procsync: recv: %w", err)
 			}
 		}
-		n, oobn, rflags, _, err := unix.Recvmsg(s.fd, s.recvBuf, s.oobBuf, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+		flags := unix.MSG_CMSG_CLOEXEC
+		if !blocking {
+			flags |= unix.MSG_DONTWAIT
+		}
+		n, oobn, rflags, _, err := unix.Recvmsg(s.fd, s.recvBuf, s.oobBuf, flags)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -338,6 +345,7 @@ func (s *SyncSocket) Recv(deadline time.Time) (*pb.SyncMessage, *os.File, error)
 			if peerGone {
 				return nil, nil, ErrPeerDied
 			}
+			blocking = false
 			continue
 		case err == unix.ECONNRESET:
 			return nil, nil, ErrPeerClosed

@@ -75,6 +75,9 @@ func rawSend(t *testing.T, s *SyncSocket, rec []byte, fds ...int) {
 
 func soon() time.Time { return time.Now().Add(5 * time.Second) }
 
+// timeNone is the zero deadline: wait as long as it takes.
+var timeNone time.Time
+
 func sameFile(t *testing.T, a *os.File, fd int) bool {
 	t.Helper()
 	var sa, sb unix.Stat_t

@@ -190,7 +190,8 @@ func startChild(t *testing.T, scenario, dir string) (*childProc, *SyncSocket) {
 		t.Fatal(err)
 	}
 	cp := &childProc{cmd: exec.Command(os.Args[0], "-test.run=^$")}
-	cp.cmd.Env = append(os.Environ(), envChild+"="+scenario, envDir+"="+dir)
+	// GORACE: a race-enabled child would otherwise sleep 1 s at exit.
+	cp.cmd.Env = append(os.Environ(), envChild+"="+scenario, envDir+"="+dir, "GORACE=atexit_sleep_ms=0")
 	cp.cmd.Stdout, cp.cmd.Stderr = &cp.stdout, &cp.stderr
 	if err := child.PassToChild(cp.cmd); err != nil {
 		t.Fatal(err)

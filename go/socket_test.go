@@ -171,6 +171,8 @@ func TestSocketRejectsAndClosesFds(t *testing.T) {
 		{"more fds than the control buffer holds", mountFd, 20, 0, KindTooManyFds},
 		{"truncated by the kernel", append(protoFrame(strings.Repeat("x", 200)), 0), 1, 64, KindTooLarge},
 		{"garbage with fd", []byte{0xff, 0xff}, 1, 0, KindTruncatedLength},
+		{"truncated record with fd", mountFd[:8], 1, 0, KindLengthMismatch},
+		{"oversize for the receiver with fd", protoFrame(strings.Repeat("y", 100)), 1, 64, KindTooLarge},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -51,7 +51,7 @@ func runPairAttr(t *testing.T, attr *syscall.SysProcAttr, parentArgs, childArgs 
 	start := func(s *procsync.SyncSocket, args []string, attr *syscall.SysProcAttr) *peerRun {
 		p := &peerRun{cmd: exec.Command(os.Args[0], append([]string{"-fd-env"}, args...)...)}
 		p.cmd.SysProcAttr = attr
-		p.cmd.Env = append(os.Environ(), envAsMain+"=1")
+		p.cmd.Env = append(os.Environ(), envAsMain+"=1", "GORACE=atexit_sleep_ms=0")
 		p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 		if err := s.PassToChild(p.cmd); err != nil {
 			t.Fatal(err)

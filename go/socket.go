@@ -249,6 +249,9 @@ func (s *SyncSocket) SendFD(msg *pb.SyncMessage, fd int) error {
 			continue
 		case err == unix.EAGAIN:
 			if err := s.wait(unix.POLLOUT, time.Time{}); err != nil {
+				if err == errPeerGone {
+					err = ErrPeerDied
+				}
 				return fmt.Errorf("procsync: send %s: %w", TypeName(msg.GetType()), err)
 			}
 		case err == unix.EPIPE || err == unix.ECONNRESET:

@@ -448,3 +448,58 @@ func TestPassToChildEnv(t *testing.T) {
 }
 
 func slicesEqual(a, b []string) bool { return strings.Join(a, "\x00") == strings.Join(b, "\x00") }
+
+func TestSocketNonBlockingFd(t *testing.T) {
+	// An inherited fd may be non-blocking: a Recv without deadline must
+	// still wait (poll) instead of failing with EAGAIN.
+	a, b := pair(t)
+	defer a.Close()
+	defer b.Close()
+	if err := unix.SetNonblock(b.Fd(), true); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		done <- a.Send(ReadyMessage(), nil)
+	}()
+	m, _, err := b.Recv(timeNone)
+	if err != nil || m.GetType() != TypeReady {
+		t.Fatalf("%v %v", m, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Sending on a full non-blocking socket waits for room.
+	if err := unix.SetNonblock(a.Fd(), true); err != nil {
+		t.Fatal(err)
+	}
+	big := ErrorMessage(strings.Repeat("z", 60000))
+	sent := 0
+	for {
+		rec, _ := Encode(nil, big, false, DefaultLimits())
+		if err := unix.Sendmsg(a.Fd(), rec, nil, nil, unix.MSG_DONTWAIT); err != nil {
+			if err != unix.EAGAIN {
+				t.Fatal(err)
+			}
+			break
+		}
+		sent++
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		for i := 0; i <= sent; i++ {
+			if _, _, err := b.Recv(soon()); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	if err := a.Send(big, nil); err != nil {
+		t.Fatalf("send on a full socket: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -309,8 +309,10 @@ func (s *SyncSocket) wait(events int16, deadline time.Time) error {
 // Every fd that arrives with a rejected record is closed. Errors:
 // [ErrPeerClosed] on EOF; [ErrPeerDied] when the peer pidfd fired and
 // nothing is left to read; os.ErrDeadlineExceeded (wrapped) on timeout; a
-// *DecodeError for a bad record (too-large when the kernel truncated it,
-// too-many-fds when it truncated the control data); otherwise an OS error.
+// *DecodeError for a bad record (too-large when it exceeds the limit — it
+// is consumed and discarded —, too-many-fds when the kernel truncated the
+// control data); otherwise an OS error (including an unexpected control
+// message).
 func (s *SyncSocket) Recv(deadline time.Time) (*pb.SyncMessage, *os.File, error) {
 	if s.closed.Load() {
 		return nil, nil, ErrClosed
@@ -336,7 +338,9 @@ func (s *SyncSocket) Recv(deadline time.Time) (*pb.SyncMessage, *os.File, error)
 				return nil, nil, fmt.Errorf("procsync: recv: %w", err)
 			}
 		}
-		flags := unix.MSG_CMSG_CLOEXEC
+		// MSG_TRUNC in: the kernel returns the record's real length even
+		// when it does not fit.
+		flags := unix.MSG_CMSG_CLOEXEC | unix.MSG_TRUNC
 		if !blocking {
 			flags |= unix.MSG_DONTWAIT
 		}
@@ -355,14 +359,15 @@ func (s *SyncSocket) Recv(deadline time.Time) (*pb.SyncMessage, *os.File, error)
 		case err != nil:
 			return nil, nil, fmt.Errorf("procsync: recv: %w", os.NewSyscallError("recvmsg", err))
 		}
-		return s.finishRecv(s.recvBuf[:n], s.oobBuf[:oobn], rflags)
+		return s.finishRecv(s.recvBuf[:min(n, len(s.recvBuf))], n, s.oobBuf[:oobn], rflags)
 	}
 }
 
-// finishRecv turns what recvmsg returned into a message; every fd that
-// arrived is closed unless it is handed to the caller.
-func (s *SyncSocket) finishRecv(record, oob []byte, rflags int) (*pb.SyncMessage, *os.File, error) {
-	fds := parseRights(oob)
+// finishRecv turns what recvmsg returned (record holds the first bytes
+// of a record of size bytes) into a message; every fd that arrived is
+// closed unless it is handed to the caller.
+func (s *SyncSocket) finishRecv(record []byte, size int, oob []byte, rflags int) (*pb.SyncMessage, *os.File, error) {
+	fds, unexpected := parseControl(oob)
 	fail := func(err error) (*pb.SyncMessage, *os.File, error) {
 		for _, fd := range fds {
 			_ = unix.Close(fd)
@@ -370,12 +375,16 @@ func (s *SyncSocket) finishRecv(record, oob []byte, rflags int) (*pb.SyncMessage
 		return nil, nil, err
 	}
 	max := s.limits.MaxRecord()
-	if rflags&unix.MSG_TRUNC != 0 {
-		return fail(&DecodeError{kind: KindTooLarge, Size: max + 1, Max: max, Detail: "truncated by the kernel (MSG_TRUNC)"})
+	if rflags&unix.MSG_TRUNC != 0 || size > max {
+		return fail(&DecodeError{kind: KindTooLarge, Size: size, Max: max})
 	}
 	if rflags&unix.MSG_CTRUNC != 0 {
 		return fail(&DecodeError{kind: KindTooManyFds, Detail: fmt.Sprintf(
 			"control data truncated by the kernel (MSG_CTRUNC), %d fds arrived", len(fds))})
+	}
+	if unexpected != nil {
+		return fail(fmt.Errorf("procsync: recv: unexpected control message (level %d, type %d)",
+			unexpected.Level, unexpected.Type))
 	}
 	if len(record) == 0 {
 		if len(fds) > 0 {
@@ -393,28 +402,35 @@ func (s *SyncSocket) finishRecv(record, oob []byte, rflags int) (*pb.SyncMessage
 	return msg, nil, nil
 }
 
-// parseRights returns every fd in every SCM_RIGHTS message of oob. It is
-// lenient on purpose: whatever arrived must be found so it can be closed.
-func parseRights(oob []byte) []int {
+// parseControl returns every fd in every SCM_RIGHTS message of oob, and
+// the header of the first control message that is neither SCM_RIGHTS nor
+// a known fd-free kind (credentials, security label). Whatever fds arrived
+// must be found so they can be closed.
+func parseControl(oob []byte) (fds []int, unexpected *unix.Cmsghdr) {
 	if len(oob) == 0 {
-		return nil
+		return nil, nil
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return nil
+		return nil, &unix.Cmsghdr{Level: -1, Type: -1}
 	}
-	var fds []int
 	for i := range msgs {
-		if msgs[i].Header.Level != unix.SOL_SOCKET || msgs[i].Header.Type != unix.SCM_RIGHTS {
+		h := msgs[i].Header
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_RIGHTS {
+			got, err := unix.ParseUnixRights(&msgs[i])
+			if err == nil {
+				fds = append(fds, got...)
+			}
 			continue
 		}
-		got, err := unix.ParseUnixRights(&msgs[i])
-		if err != nil {
+		if h.Level == unix.SOL_SOCKET && (h.Type == unix.SCM_CREDENTIALS || h.Type == unix.SCM_SECURITY) {
 			continue
 		}
-		fds = append(fds, got...)
+		if unexpected == nil {
+			unexpected = &h
+		}
 	}
-	return fds
+	return fds, unexpected
 }
 
 // PidfdOpen returns a pidfd for process pid (close-on-exec), for

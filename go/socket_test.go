@@ -204,6 +204,9 @@ func TestSocketRejectsAndClosesFds(t *testing.T) {
 				if !errors.As(err, &de) {
 					t.Fatalf("%T", err)
 				}
+				if c.kind == KindTooLarge && (de.Size != len(c.rec) || de.Max != c.limit) {
+					t.Fatalf("too-large reports %d/%d, record is %d, limit %d", de.Size, de.Max, len(c.rec), c.limit)
+				}
 			})
 		})
 	}

@@ -1,8 +1,8 @@
 module github.com/procsync/procsync/go
 
-go 1.26.0
+go 1.23.0
 
 require (
-	golang.org/x/sys v0.50.0
+	golang.org/x/sys v0.35.0
 	google.golang.org/protobuf v1.36.12
 )

@@ -467,7 +467,7 @@ func (p *Parent) serve(h Handler, msg *pb.SyncMessage, f *os.File) error {
 		var kind pb.MountSourceKind
 		replyFile, kind, herr = h.Mount(req)
 		if herr == nil && replyFile == nil {
-			herr = errors.New("Mount handler returned no file")
+			herr = errors.New("the Mount handler returned no file")
 		}
 		reply = MountFdMessage(kind, req.GetSource())
 	case TypeHooks:

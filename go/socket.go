@@ -374,9 +374,9 @@ func (s *SyncSocket) finishRecv(record []byte, size int, oob []byte, rflags int)
 		}
 		return nil, nil, err
 	}
-	max := s.limits.MaxRecord()
-	if rflags&unix.MSG_TRUNC != 0 || size > max {
-		return fail(&DecodeError{kind: KindTooLarge, Size: size, Max: max})
+	limit := s.limits.MaxRecord()
+	if rflags&unix.MSG_TRUNC != 0 || size > limit {
+		return fail(&DecodeError{kind: KindTooLarge, Size: size, Max: limit})
 	}
 	if rflags&unix.MSG_CTRUNC != 0 {
 		return fail(&DecodeError{kind: KindTooManyFds, Detail: fmt.Sprintf(

@@ -340,8 +340,9 @@ func (e *MountRefusedError) Error() string {
 }
 
 // AllowList is the default MountPolicy: it serves only the configured
-// mounts (a request must equal one in every Mount field), each at most
-// once. It is safe for concurrent use.
+// mounts (a request must equal one in every Mount field, see
+// [MountsEqual]), each at most once; a mount configured twice may be served
+// twice. It is safe for concurrent use.
 type AllowList struct {
 	mu     sync.Mutex
 	mounts []*pb.Mount
@@ -359,7 +360,7 @@ func (a *AllowList) Allow(req *pb.Mount) error {
 	defer a.mu.Unlock()
 	seen := false
 	for i, m := range a.mounts {
-		if !proto.Equal(m, req) {
+		if !MountsEqual(m, req) {
 			continue
 		}
 		if !a.used[i] {
@@ -372,6 +373,29 @@ func (a *AllowList) Allow(req *pb.Mount) error {
 		return errors.New("already served once")
 	}
 	return errors.New("not in the configured set")
+}
+
+// MountsEqual reports whether a and b ask for the same mount: every field
+// equal, where an absent rec_attr or id_mapping equals a present one with
+// every field at its default (the two mean the same to the kernel).
+func MountsEqual(a, b *pb.Mount) bool {
+	return proto.Equal(normalizeMount(a), normalizeMount(b))
+}
+
+func normalizeMount(m *pb.Mount) *pb.Mount {
+	emptyAttr := m.GetRecAttr() != nil && proto.Equal(m.GetRecAttr(), &pb.MountAttr{})
+	emptyIDMap := m.GetIdMapping() != nil && proto.Equal(m.GetIdMapping(), &pb.IdMapping{})
+	if !emptyAttr && !emptyIDMap {
+		return m
+	}
+	c := proto.Clone(m).(*pb.Mount)
+	if emptyAttr {
+		c.RecAttr = nil
+	}
+	if emptyIDMap {
+		c.IdMapping = nil
+	}
+	return c
 }
 
 // ParentOptions configure a [Parent].

@@ -439,3 +439,45 @@ func TestChildRejectsMismatchedMountFd(t *testing.T) {
 		c.Close()
 	})
 }
+
+func TestAllowList(t *testing.T) {
+	a := BindMount("/srv/a", "/a")
+	p := NewAllowList(a, BindMount("/srv/b", "/b"), BindMount("/srv/b", "/b"))
+	if err := p.Allow(BindMount("/srv/a", "/a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Allow(a); err == nil || err.Error() != "already served once" {
+		t.Fatalf("second /a: %v", err)
+	}
+	// Listed twice: served twice.
+	for i := 0; i < 2; i++ {
+		if err := p.Allow(BindMount("/srv/b", "/b")); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	// Every field counts.
+	for _, m := range []*pb.Mount{
+		BindMount("/srv/a", "/b"),
+		{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind | MsRec},
+		{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind, Relabel: "Z"},
+		{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind, RecAttr: &pb.MountAttr{AttrSet: 1}},
+	} {
+		q := NewAllowList(BindMount("/srv/a", "/a"))
+		if err := q.Allow(m); err == nil {
+			t.Fatalf("served %v", m)
+		}
+	}
+	// An empty rec_attr means the same as none.
+	q := NewAllowList(BindMount("/srv/a", "/a"))
+	m := BindMount("/srv/a", "/a")
+	m.RecAttr = &pb.MountAttr{}
+	if err := q.Allow(m); err != nil {
+		t.Fatal(err)
+	}
+	if m.RecAttr == nil {
+		t.Fatal("request modified")
+	}
+	if err := NewAllowList().Allow(a); err == nil {
+		t.Fatal("empty list served a mount")
+	}
+}

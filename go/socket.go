@@ -3,11 +3,13 @@
 package procsync
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"os/exec"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -404,33 +406,56 @@ func (s *SyncSocket) finishRecv(record []byte, size int, oob []byte, rflags int)
 
 // parseControl returns every fd in every SCM_RIGHTS message of oob, and
 // the header of the first control message that is neither SCM_RIGHTS nor
-// a known fd-free kind (credentials, security label). Whatever fds arrived
-// must be found so they can be closed.
+// a known fd-free kind (credentials, security label). It walks the buffer
+// itself, leniently: whatever fds arrived must be found so they can be
+// closed, even behind a malformed header.
 func parseControl(oob []byte) (fds []int, unexpected *unix.Cmsghdr) {
-	if len(oob) == 0 {
-		return nil, nil
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, &unix.Cmsghdr{Level: -1, Type: -1}
-	}
-	for i := range msgs {
-		h := msgs[i].Header
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_RIGHTS {
-			got, err := unix.ParseUnixRights(&msgs[i])
-			if err == nil {
-				fds = append(fds, got...)
+	hdrLen := unix.CmsgLen(0)
+	for off := 0; off+hdrLen <= len(oob); {
+		h := readCmsghdr(oob[off:])
+		if int(h.Len) < hdrLen {
+			if unexpected == nil {
+				unexpected = &unix.Cmsghdr{Level: -1, Type: -1}
 			}
-			continue
+			break
 		}
-		if h.Level == unix.SOL_SOCKET && (h.Type == unix.SCM_CREDENTIALS || h.Type == unix.SCM_SECURITY) {
-			continue
+		end := min(off+int(h.Len), len(oob))
+		data := oob[off+hdrLen : end]
+		switch {
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_RIGHTS:
+			for len(data) >= 4 {
+				fds = append(fds, int(int32(binary.NativeEndian.Uint32(data))))
+				data = data[4:]
+			}
+		case h.Level == unix.SOL_SOCKET && (h.Type == unix.SCM_CREDENTIALS || h.Type == unix.SCM_SECURITY):
+		default:
+			if unexpected == nil {
+				hh := h
+				unexpected = &hh
+			}
 		}
-		if unexpected == nil {
-			unexpected = &h
-		}
+		off += unix.CmsgSpace(int(h.Len) - hdrLen)
 	}
 	return fds, unexpected
+}
+
+// cmsgLenSize is the size of cmsghdr.cmsg_len (size_t) on this platform.
+var cmsgLenSize = int(reflect.TypeOf(unix.Cmsghdr{}.Len).Size())
+
+// readCmsghdr decodes a struct cmsghdr at the front of b (native layout:
+// size_t cmsg_len, int cmsg_level, int cmsg_type).
+func readCmsghdr(b []byte) unix.Cmsghdr {
+	var h unix.Cmsghdr
+	var n uint64
+	if cmsgLenSize == 8 {
+		n = binary.NativeEndian.Uint64(b)
+	} else {
+		n = uint64(binary.NativeEndian.Uint32(b))
+	}
+	h.SetLen(int(min(n, uint64(math.MaxInt32))))
+	h.Level = int32(binary.NativeEndian.Uint32(b[cmsgLenSize:]))
+	h.Type = int32(binary.NativeEndian.Uint32(b[cmsgLenSize+4:]))
+	return h
 }
 
 // PidfdOpen returns a pidfd for process pid (close-on-exec), for

@@ -3,9 +3,11 @@
 package procsync
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -504,5 +506,36 @@ func TestSocketNonBlockingFd(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestParseControl(t *testing.T) {
+	unknown := unix.UnixRights(9)
+	binary.NativeEndian.PutUint32(unknown[cmsgLenSize:], 99) // cmsg_level
+	var oob []byte
+	oob = append(oob, unix.UnixRights(5, 6)...)
+	oob = append(oob, unix.UnixCredentials(&unix.Ucred{Pid: 1})...)
+	oob = append(oob, unknown...)
+	oob = append(oob, unix.UnixRights(7)...)
+	fds, unexpected := parseControl(oob)
+	if !slices.Equal(fds, []int{5, 6, 7}) || unexpected == nil || unexpected.Level != 99 {
+		t.Fatalf("fds %v, unexpected %+v", fds, unexpected)
+	}
+	// A header claiming less than a header stops the walk; what came
+	// before is still found.
+	bad := append(unix.UnixRights(3), make([]byte, unix.CmsgLen(0))...)
+	fds, unexpected = parseControl(bad)
+	if !slices.Equal(fds, []int{3}) || unexpected == nil {
+		t.Fatalf("fds %v, unexpected %+v", fds, unexpected)
+	}
+	// A header claiming more than the buffer holds yields the fds that fit.
+	long := unix.UnixRights(4, 8)
+	long = long[:unix.CmsgLen(4)]
+	fds, _ = parseControl(long)
+	if !slices.Equal(fds, []int{4}) {
+		t.Fatalf("fds %v", fds)
+	}
+	if fds, unexpected := parseControl(nil); fds != nil || unexpected != nil {
+		t.Fatal("empty control data")
 	}
 }

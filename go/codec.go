@@ -110,7 +110,7 @@ func wirePayload(msg *pb.SyncMessage) payloadField {
 	default:
 		return p
 	}
-	if hasUnknown(p.msg.ProtoReflect()) {
+	if payloadHasUnknown(p.msg) {
 		p.msg = proto.Clone(p.msg)
 		stripUnknown(p.msg.ProtoReflect())
 	}
@@ -154,6 +154,48 @@ func wireMessage(msg *pb.SyncMessage, flags uint32) *pb.SyncMessage {
 		stripUnknown(w.ProtoReflect())
 	}
 	return w
+}
+
+// payloadHasUnknown is hasUnknown for the payload types, without
+// reflection (it runs on every encode).
+func payloadHasUnknown(m proto.Message) bool {
+	switch x := m.(type) {
+	case *pb.ErrorInfo:
+		return unknownIn(x)
+	case *pb.MountFdInfo:
+		return unknownIn(x)
+	case *pb.SeccompInfo:
+		return unknownIn(x) || unknownIn(x.GetAttached())
+	case *pb.Mount:
+		if unknownIn(x) || unknownIn(x.GetRecAttr()) {
+			return true
+		}
+		idm := x.GetIdMapping()
+		if idm == nil {
+			return false
+		}
+		if unknownIn(idm) {
+			return true
+		}
+		for _, l := range [][]*pb.IdMap{idm.GetUidMappings(), idm.GetGidMappings()} {
+			for _, e := range l {
+				if unknownIn(e) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return hasUnknown(m.ProtoReflect())
+}
+
+// unknownIn reports whether m itself (not its sub-messages) holds unknown
+// fields; a nil m holds none.
+func unknownIn[T interface {
+	*E
+	proto.Message
+}, E any](m T) bool {
+	return m != nil && len(m.ProtoReflect().GetUnknown()) > 0
 }
 
 func hasUnknown(m protoreflect.Message) bool {

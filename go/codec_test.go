@@ -236,3 +236,42 @@ func TestRoundTripHelpers(t *testing.T) {
 		}
 	}
 }
+
+func TestUnknownFieldsStrippedAtEveryDepth(t *testing.T) {
+	unknown := protowire.AppendVarint(protowire.AppendTag(nil, 15, protowire.VarintType), 7)
+	build := func() []*pb.SyncMessage {
+		idm := &pb.IdMapping{UidMappings: []*pb.IdMap{{Size: 1}}, GidMappings: []*pb.IdMap{{Size: 1}}}
+		m := BindMount("/s", "/d")
+		m.IdMapping = idm
+		m.RecAttr = &pb.MountAttr{AttrSet: 1}
+		return []*pb.SyncMessage{
+			MountPleaseMessage(m), ErrorMessage("e"), SeccompAttachedMessage(), MountFdMessage(KindOpenTree, "/s"),
+		}
+	}
+	clean := build()
+	dirty := build()
+	setters := []func(){
+		func() { dirty[0].GetMountPlease().GetIdMapping().GetGidMappings()[0].ProtoReflect().SetUnknown(unknown) },
+		func() { dirty[0].GetMountPlease().GetRecAttr().ProtoReflect().SetUnknown(unknown) },
+		func() { dirty[1].GetError().ProtoReflect().SetUnknown(unknown) },
+		func() { dirty[2].GetSeccomp().GetAttached().ProtoReflect().SetUnknown(unknown) },
+		func() { dirty[3].GetMountFd().ProtoReflect().SetUnknown(unknown) },
+	}
+	for _, set := range setters {
+		set()
+	}
+	for i := range clean {
+		fd := i >= 2
+		want, err := Encode(nil, clean[i], fd, DefaultLimits())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Encode(nil, dirty[i], fd, DefaultLimits())
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%d: %x vs %x (%v)", i, got, want, err)
+		}
+		if EncodedLen(dirty[i], fd) != len(want) {
+			t.Fatalf("%d: EncodedLen counts unknown fields", i)
+		}
+	}
+}

@@ -251,7 +251,9 @@ func TestUnknownFieldsStrippedAtEveryDepth(t *testing.T) {
 	clean := build()
 	dirty := build()
 	setters := []func(){
-		func() { dirty[0].GetMountPlease().GetIdMapping().GetGidMappings()[0].ProtoReflect().SetUnknown(unknown) },
+		func() {
+			dirty[0].GetMountPlease().GetIdMapping().GetGidMappings()[0].ProtoReflect().SetUnknown(unknown)
+		},
 		func() { dirty[0].GetMountPlease().GetRecAttr().ProtoReflect().SetUnknown(unknown) },
 		func() { dirty[1].GetError().ProtoReflect().SetUnknown(unknown) },
 		func() { dirty[2].GetSeccomp().GetAttached().ProtoReflect().SetUnknown(unknown) },

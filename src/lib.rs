@@ -20,6 +20,7 @@
 
 pub mod policy;
 pub mod schema;
+pub mod session;
 pub mod state;
 pub mod transport;
 pub mod wire;

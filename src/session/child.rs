@@ -62,7 +62,7 @@ impl Child {
     /// ([`SyncSocket::from_env`]; call it early, before starting threads).
     pub fn from_env(flow: Flow) -> Result<Self, SessionError> {
         let sock = SyncSocket::from_env().map_err(|source| SessionError::Transport {
-            step: Step::Recv(Machine::new(Role::Child, flow).expected_recv()),
+            step: Step::FromEnv,
             state: flow.initial_state(),
             source,
         })?;

@@ -22,6 +22,8 @@ pub enum Step {
     Shutdown,
     /// Opening or using the peer's pidfd.
     Pidfd,
+    /// Taking the sync socket named by `PROCSYNC_SYNC_FD`.
+    FromEnv,
 }
 
 impl fmt::Display for Step {
@@ -31,6 +33,7 @@ impl fmt::Display for Step {
             Step::Recv(set) => write!(f, "waiting for {set}"),
             Step::Shutdown => f.write_str("shutting down the sync socket"),
             Step::Pidfd => f.write_str("opening the peer's pidfd"),
+            Step::FromEnv => f.write_str("taking the sync socket from the environment"),
         }
     }
 }

@@ -592,7 +592,48 @@ fn a_child_fd_without_a_pidfd_is_answered_with_error() {
         parent.serve(&mut Recorder::default()),
         Err(SessionError::Closed { .. })
     ));
-    let _ = Step::Shutdown;
+    drop(parent);
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn a_reply_this_side_cannot_send_still_answers_the_child() {
+    let _g = serial();
+    let before = fd_count();
+    struct BadKind;
+    impl ParentHandler for BadKind {
+        fn mount(&mut self, _req: &Mount) -> Result<MountSource, HandlerError> {
+            let fd = std::fs::File::open("/dev/null")?.into();
+            Ok(MountSource {
+                fd,
+                kind: MountSourceKind::Unspecified,
+            })
+        }
+    }
+    let (sock, theirs) = SyncSocket::pair().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut child = Child::new(theirs, Flow::Init).with_deadline(Duration::from_secs(10));
+        child.mount_source(&Mount::bind("/srv/a", "/a")).map(drop)
+    });
+    let mut parent = Parent::new(sock, Flow::Init, [Mount::bind("/srv/a", "/a")]);
+    let e = parent.serve(&mut BadKind).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            SessionError::Transport {
+                step: Step::Send(MessageType::MountFd),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.origin(), Origin::Local);
+    let child_side = t.join().unwrap().unwrap_err();
+    let msg = child_side.remote_message().unwrap_or_default().to_string();
+    assert!(
+        msg.starts_with("MountPlease failed in the parent: cannot send MountFd: "),
+        "{child_side:?}"
+    );
     drop(parent);
     assert_eq!(fd_count(), before);
 }

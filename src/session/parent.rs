@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::policy::{ConfiguredMounts, MountPolicy, PolicyRefusal};
 use crate::schema::{MessageType, Mount, SeccompTransfer, SyncMessage};
 use crate::state::{Flow, Machine, Role, State};
-use crate::transport::SyncSocket;
+use crate::transport::{Origin, SyncSocket};
 
 use super::link::Link;
 use super::{pidfd_getfd, MountSource, SessionError, Step, Traffic};
@@ -394,17 +394,17 @@ impl Parent {
                     }
                     let source = self.handled(ty, handler.mount(&req))?;
                     let reply = SyncMessage::mount_fd(source.kind, req.source);
-                    self.link.send(&reply, Some(source.fd.as_fd()))?;
+                    self.reply(ty, &reply, Some(source.fd.as_fd()))?;
                     report.mounts += 1;
                 }
                 MessageType::Hooks => {
                     self.handled(ty, handler.hooks())?;
-                    self.link.send(&SyncMessage::hooks_done(), None)?;
+                    self.reply(ty, &SyncMessage::hooks_done(), None)?;
                     report.hooks = true;
                 }
                 MessageType::Ready => {
                     self.handled(ty, handler.ready())?;
-                    self.link.send(&SyncMessage::run(), None)?;
+                    self.reply(ty, &SyncMessage::run(), None)?;
                     report.ready = true;
                 }
                 MessageType::Seccomp => {
@@ -423,7 +423,7 @@ impl Parent {
                         }
                     };
                     self.handled(ty, handler.seccomp(fd))?;
-                    self.link.send(&SyncMessage::seccomp_done(), None)?;
+                    self.reply(ty, &SyncMessage::seccomp_done(), None)?;
                     report.seccomp = true;
                 }
                 // The machine admits only the child's requests (and Error,
@@ -442,6 +442,28 @@ impl Parent {
         r: Result<T, HandlerError>,
     ) -> Result<T, SessionError> {
         r.map_err(|e| self.handler_failed(request, e))
+    }
+
+    /// Sends the reply to `request`. If this side cannot send it (the codec
+    /// refuses what the handler produced, for example a MountFd of kind
+    /// Unspecified), the child still gets an answer: an Error reply.
+    fn reply(
+        &mut self,
+        request: MessageType,
+        msg: &SyncMessage,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), SessionError> {
+        match self.link.send(msg, fd) {
+            Err(e @ SessionError::Transport { .. }) if e.origin() == Origin::Local => {
+                let reply = msg.kind().unwrap_or(MessageType::Unspecified);
+                self.reply_error(&format!(
+                    "{request} failed in the parent: cannot send {reply}: {}",
+                    source_chain(&e)
+                ));
+                Err(e)
+            }
+            other => other,
+        }
     }
 
     /// Tells the child why `request` failed, then returns the handler error.
@@ -468,4 +490,15 @@ pub fn refusal_text(refusal: &PolicyRefusal) -> String {
     } else {
         format!("{REFUSAL_PREFIX}{text}")
     }
+}
+
+/// The transport error under a session error, with its causes, joined with `": "`.
+fn source_chain(e: &SessionError) -> String {
+    let mut parts = Vec::new();
+    let mut next = e.source();
+    while let Some(c) = next {
+        parts.push(c.to_string());
+        next = c.source();
+    }
+    parts.join(": ")
 }

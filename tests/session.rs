@@ -168,11 +168,27 @@ fn exec_flow_with_an_attached_seccomp_fd() {
     let _g = serial();
     let before = fd_count();
     let (p, sock) = spawn_session_peer("exec-attached", &[]);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
     let mut parent = Parent::new(sock, Flow::Exec, [])
         .with_child_process(&p)
-        .unwrap();
+        .unwrap()
+        .with_observer(move |t| {
+            let ty = t.msg.kind().unwrap();
+            log.lock().unwrap().push((t.direction, ty, t.fd.is_some()));
+        });
     let mut h = Recorder::default();
     let report = parent.serve(&mut h).unwrap();
+    use procsync::state::Direction::{Recv, Send};
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (Recv, MessageType::Ready, false),
+            (Send, MessageType::Run, false),
+            (Recv, MessageType::Seccomp, true),
+            (Send, MessageType::SeccompDone, false),
+        ]
+    );
     assert_eq!(report.mounts, 0);
     assert!(!report.hooks && report.ready && report.seccomp);
     assert_eq!(h.seccomp.as_deref(), Some(MEMFD_TEXT));
@@ -308,7 +324,17 @@ fn a_mount_request_after_hooks_never_reaches_policy_or_handler() {
     let before = fd_count();
     let dirs = TempDirs::new(1);
     let (p, sock) = spawn_session_peer("late-mount", &dirs.env());
-    let mut parent = Parent::new(sock, Flow::Init, dirs.mounts());
+    // A policy that counts what it is asked (and would serve anything).
+    struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl procsync::policy::MountPolicy for Counting {
+        fn check(&mut self, _req: &Mount) -> Result<(), PolicyRefusal> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut parent =
+        Parent::new(sock, Flow::Init, dirs.mounts()).with_policy(Counting(asked.clone()));
     let mut h = Recorder::default();
     let e = parent.serve(&mut h).unwrap_err();
     match &e {
@@ -320,6 +346,11 @@ fn a_mount_request_after_hooks_never_reaches_policy_or_handler() {
     }
     assert_eq!(e.origin(), Origin::Peer);
     assert!(h.mounts.is_empty(), "handler called for a late request");
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "policy consulted"
+    );
     assert_eq!(parent.state(), State::Closed);
     drop(parent);
     let (ok, out) = finish(p);

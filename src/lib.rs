@@ -23,6 +23,7 @@
 pub mod policy;
 pub mod runtime;
 pub mod schema;
+pub mod session;
 pub mod state;
 pub mod transport;
 pub mod wire;

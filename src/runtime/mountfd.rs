@@ -31,14 +31,7 @@ use super::userns::{UsernsCache, UsernsError};
 use crate::schema::{ms, Mount, MountSourceKind};
 use crate::wire::validate::validate_id_mapping;
 
-/// A mount source fd and how it was made (the `MountFd` reply's payload).
-#[derive(Debug)]
-pub struct MountSource {
-    /// The fd: an `O_PATH` file or a detached mount tree; close-on-exec.
-    pub fd: OwnedFd,
-    /// How `fd` was made; decides how the child attaches it.
-    pub kind: MountSourceKind,
-}
+pub use crate::session::MountSource;
 
 /// The step of making a source fd that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use procsync::schema::{Mount, MountSourceKind, SyncMessage};
+use procsync::runtime::MountFdService;
+use procsync::schema::{Mount, SyncMessage};
 use procsync::session::{
-    Child, HandlerError, MountSource, Parent, ParentHandler, SeccompFd, SeccompHandoff,
-    SessionError, Traffic,
+    Child, HandlerError, Parent, ParentHandler, SeccompFd, SeccompHandoff, SessionError, Traffic,
 };
 use procsync::state::{Direction, Flow};
 use procsync::transport::SyncSocket;
@@ -80,10 +80,14 @@ fn run_parent(base: &Path) -> Res {
         out!("    {} -> {}", m.source, m.destination);
     }
 
+    // The runtime layer makes the source fds: O_PATH for plain binds,
+    // open_tree + mount_setattr for id-mapped ones.
+    let service = MountFdService::new();
+
     banner("child 1: a well-behaved container init");
     let dirs = format!("{}:{}", path_str(&data), path_str(&config));
     let (mut parent, mut proc) = start("init", &dirs, Flow::Init, mounts.clone())?;
-    let report = parent.serve(&mut OpenPath)?;
+    let report = parent.serve(&mut service.with_handler(Extras))?;
     drop(parent);
     let status = proc.wait()?;
     out!(
@@ -100,7 +104,7 @@ fn run_parent(base: &Path) -> Res {
 
     banner("child 2: a compromised init asks for the host's /etc");
     let (mut parent, mut proc) = start("compromised", &dirs, Flow::Init, mounts)?;
-    let outcome = parent.serve(&mut OpenPath);
+    let outcome = parent.serve(&mut service.with_handler(Extras));
     drop(parent);
     let status = proc.wait()?;
     match outcome {
@@ -137,25 +141,12 @@ fn start(
     Ok((parent, proc))
 }
 
-/// Opens each (policy-approved) source with `O_PATH|O_CLOEXEC`, takes the
-/// seccomp fd by copying it out of the child.
-struct OpenPath;
+/// Everything but the mounts (those go to the runtime's `MountFdService`,
+/// which opens each policy-approved source with `O_PATH|O_CLOEXEC`): runs the
+/// "hooks" and takes the seccomp fd by copying it out of the child.
+struct Extras;
 
-impl ParentHandler for OpenPath {
-    fn mount(&mut self, req: &Mount) -> Result<MountSource, HandlerError> {
-        use rustix::fs::{open, Mode, OFlags};
-        let fd = open(
-            req.source.as_str(),
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| HandlerError::with_source(format!("open {:?}", req.source), e))?;
-        Ok(MountSource {
-            fd,
-            kind: MountSourceKind::PlainOpen,
-        })
-    }
-
+impl ParentHandler for Extras {
     fn hooks(&mut self) -> Result<(), HandlerError> {
         out!("parent:   (runs the prestart hooks)");
         Ok(())

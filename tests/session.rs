@@ -254,7 +254,7 @@ fn a_mount_outside_the_policy_is_refused_on_both_sides() {
     assert_eq!(r.len(), 1, "{out}");
     assert_eq!(
         r[0],
-        "remote mount request refused: mount request \"/etc\" -> \"/mnt/0\" is not one of the \
+        "remote mount request refused: \"/etc\" -> \"/mnt/0\" is not one of the \
          container's configured mounts (the configured mount at \"/mnt/0\" differs in source)"
     );
     assert_eq!(fd_count(), before);

@@ -6,6 +6,9 @@
 //!   source fd (`open(O_PATH)` for plain binds, `open_tree(OPEN_TREE_CLONE)` +
 //!   `mount_setattr(MOUNT_ATTR_IDMAP)` for id-mapped ones), optionally inside
 //!   the container's mount namespace;
+//! * [`handler`] — the ready-made [`ParentHandler`](crate::session::ParentHandler):
+//!   `parent.serve(&mut service.handler())` serves MountPlease with the
+//!   service, the session's mount policy still in force;
 //! * [`attach`](mod@attach) — the child's side: attach a received source at its
 //!   destination and close it at once.
 //!
@@ -37,10 +40,12 @@
 //! [`schema::Mount`]: crate::schema::Mount
 
 pub mod attach;
+pub mod handler;
 pub mod mountfd;
 mod sys;
 pub mod userns;
 
 pub use attach::{attach, AttachError};
+pub use handler::{NoExtras, ServeMounts};
 pub use mountfd::{Blame, MountFdError, MountFdService, MountSource};
 pub use userns::{UsernsCache, UsernsError, UsernsKey};

@@ -12,14 +12,18 @@
 //! * [`wire`] — record encoding/decoding and validation (sans-IO);
 //! * [`transport`] — the seqpacket sync socket (records, fds, deadlines);
 //! * [`state`] — the legal order of messages, a sans-IO state machine per side;
-//! * [`policy`] — which mount requests the parent serves.
+//! * [`policy`] — which mount requests the parent serves;
+//! * [`runtime`] — the parent's mount-fd service (open_tree, id-mapped mounts,
+//!   O_PATH binds), the fast user-namespace fd helper and the child's attach.
 //!
 //! `docs/PROTOCOL.md` is the normative specification of the wire.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod policy;
+pub mod runtime;
 pub mod schema;
+pub mod session;
 pub mod state;
 pub mod transport;
 pub mod wire;

@@ -60,7 +60,7 @@ impl<P: MountPolicy + ?Sized> MountPolicy for Box<P> {
 pub enum PolicyRefusal {
     /// No configured mount matches the request.
     #[error(
-        "mount request {mount_source:?} -> {destination:?} is not one of the container's configured mounts{}",
+        "{mount_source:?} -> {destination:?} is not one of the container's configured mounts{}",
         Nearest(*nearest, destination)
     )]
     NotConfigured {
@@ -74,7 +74,7 @@ pub enum PolicyRefusal {
     },
     /// Every configured mount matching the request has been served already.
     #[error(
-        "mount request {mount_source:?} -> {destination:?} was already served (configured mount #{index}); each configured mount is served once"
+        "{mount_source:?} -> {destination:?} was already served (configured mount #{index}); each configured mount is served once"
     )]
     AlreadyServed {
         /// The requested source (named so because thiserror reserves `source`).

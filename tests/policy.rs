@@ -76,7 +76,7 @@ fn configured_mount_is_served_once() {
     );
     assert_eq!(
         e.to_string(),
-        "mount request \"/srv/data\" -> \"/data\" was already served (configured mount #0); each configured mount is served once"
+        "\"/srv/data\" -> \"/data\" was already served (configured mount #0); each configured mount is served once"
     );
 }
 
@@ -139,7 +139,7 @@ fn refusal_text_is_one_line_for_the_child() {
     let text = e.to_string();
     assert_eq!(
         text,
-        "mount request \"/etc\\n/shadow\" -> \"/data\" is not one of the container's configured mounts (the configured mount at \"/data\" differs in source)"
+        "\"/etc\\n/shadow\" -> \"/data\" is not one of the container's configured mounts (the configured mount at \"/data\" differs in source)"
     );
     assert!(!text.contains('\n'));
     // It fits an Error message the wire accepts.
@@ -149,7 +149,7 @@ fn refusal_text_is_one_line_for_the_child() {
     let e = p.check(&Mount::bind("/", "/elsewhere")).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "mount request \"/\" -> \"/elsewhere\" is not one of the container's configured mounts"
+        "\"/\" -> \"/elsewhere\" is not one of the container's configured mounts"
     );
 }
 

@@ -1,0 +1,111 @@
+//! Mount source fds: plain `O_PATH`, id-mapped with a cached user namespace,
+//! id-mapped with a fresh one, and id-mapped with a user namespace made the
+//! runc way (spawn /proc/self/exe + PTRACE_TRACEME), all in one run. The fd
+//! is closed outside the timed region except in `*_incl_close`.
+//!
+//! Needs root; prints a reason and does nothing otherwise. `open_tree` clones
+//! are detached mounts, closed at once: the host's mount table is untouched.
+//! Short run: `cargo bench --bench mountfd -- --warm-up-time 1 --measurement-time 3`.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use procsync::runtime::MountFdService;
+use procsync::schema::{IdMap, IdMapping, Mount};
+
+/// runc's user namespace spawn, in Rust (see benches/userns.rs).
+fn runc_style_userns(map: &str) -> OwnedFd {
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: runs in the forked child before exec; two async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0
+                || libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn /proc/self/exe");
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::UNTRACED)
+        .expect("waitpid")
+        .expect("status");
+    let dir = format!("/proc/{}", child.id());
+    for (f, t) in [("uid_map", map), ("setgroups", "deny"), ("gid_map", map)] {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("{dir}/{f}"))
+            .and_then(|mut h| h.write_all(t.as_bytes()))
+            .expect("write map");
+    }
+    let ns: OwnedFd = std::fs::File::open(format!("{dir}/ns/user"))
+        .expect("ns")
+        .into();
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    ns
+}
+
+fn bench(c: &mut Criterion) {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("mountfd bench skipped: open_tree/mount_setattr need root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("procsync-mountfd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let src = dir.to_str().unwrap().to_string();
+    let m = vec![IdMap::new(0, 100_000, 65_536)];
+    let plain = Mount::bind(&src, "/mnt");
+    let idmapped = Mount::bind(&src, "/mnt").with_id_mapping(IdMapping::ranges(m.clone(), m));
+    let svc = MountFdService::new();
+
+    let mut g = c.benchmark_group("mount_source_fd");
+    g.bench_function("plain_o_path", |b| {
+        b.iter_with_large_drop(|| svc.make_source(&plain).expect("plain"))
+    });
+    drop(svc.make_source(&idmapped).expect("prime cache"));
+    g.bench_function("idmapped_cached_userns", |b| {
+        b.iter_with_large_drop(|| svc.make_source(&idmapped).expect("idmapped"))
+    });
+    g.bench_function("idmapped_fresh_userns", |b| {
+        b.iter_with_large_drop(|| {
+            svc.userns_cache().clear();
+            svc.make_source(&idmapped).expect("idmapped")
+        })
+    });
+    g.bench_function("idmapped_runc_style_userns", |b| {
+        b.iter_with_large_drop(|| {
+            let ns = runc_style_userns("0 100000 65536\n");
+            let path = format!("/proc/self/fd/{}", ns.as_raw_fd());
+            let req = Mount::bind(&src, "/mnt").with_id_mapping(IdMapping::userns(path));
+            svc.make_source(&req)
+                .expect("idmapped via runc-style userns")
+        })
+    });
+    // Closing a detached id-mapped tree unmounts it; that cost lands wherever
+    // the fd is closed (in a runtime: the child, right after attaching).
+    g.bench_function("idmapped_cached_userns_incl_close", |b| {
+        b.iter(|| svc.make_source(&idmapped).expect("idmapped"))
+    });
+    g.finish();
+    let _ = std::fs::remove_dir(&dir);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,141 @@
+//! User namespace fd creation: procsync's clone helper (fresh and cached)
+//! against a Rust reimplementation of runc's approach (spawn /proc/self/exe
+//! with CLONE_NEWUSER + PTRACE_TRACEME, wait for the stop, write the maps,
+//! open /proc/PID/ns/user, kill and reap).
+//!
+//! Needs root; prints a reason and does nothing otherwise.
+//! Short run: `cargo bench --bench userns -- --warm-up-time 1 --measurement-time 3`.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use procsync::runtime::userns::{self, UsernsCache, UsernsKey};
+use procsync::schema::IdMap;
+
+/// The mapping runc's BenchmarkSpawnProc uses (5 lines each side).
+fn mapping() -> (Vec<IdMap>, Vec<IdMap>) {
+    let uid = vec![
+        IdMap::new(0, 1337, 142),
+        IdMap::new(150, 0, 1),
+        IdMap::new(442, 1111, 12),
+        IdMap::new(1000, 9999, 92),
+        IdMap::new(9999, 1_000_000, 4),
+    ];
+    let gid = vec![
+        IdMap::new(1, 2337, 142),
+        IdMap::new(145, 6, 1),
+        IdMap::new(200, 1000, 12),
+        IdMap::new(1000, 9888, 92),
+        IdMap::new(8999, 1_000_000, 4),
+    ];
+    (uid, gid)
+}
+
+fn map_text(maps: &[IdMap]) -> String {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+        .collect()
+}
+
+/// runc's way, in Rust: fork+exec /proc/self/exe in a new user namespace,
+/// traced so it stops at exec; map it; open its ns; kill and reap it.
+fn runc_style(uid: &str, gid: &str) -> OwnedFd {
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // two async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0
+                || libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn /proc/self/exe");
+    let pid = rustix::process::Pid::from_child(&child);
+    // The exec stop (SIGTRAP) of the traced child.
+    let (_, st) = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::UNTRACED)
+        .expect("waitpid")
+        .expect("status");
+    assert!(st.stopped(), "child did not stop: {st:?}");
+    let dir = format!("/proc/{}", child.id());
+    let write = |f: &str, t: &str| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("{dir}/{f}"))
+            .and_then(|mut h| h.write_all(t.as_bytes()))
+            .expect("write map")
+    };
+    write("uid_map", uid);
+    write("setgroups", "deny");
+    write("gid_map", gid);
+    let ns: OwnedFd = std::fs::File::open(format!("{dir}/ns/user"))
+        .expect("open ns")
+        .into();
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    ns
+}
+
+fn bench(c: &mut Criterion) {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("userns bench skipped: creating mapped user namespaces needs root");
+        return;
+    }
+    let (uid, gid) = mapping();
+    let mut g = c.benchmark_group("userns_fd");
+    // Back to back: bounded by the kernel work per namespace (clone, maps,
+    // kill, reap), shared between this thread and the background thread.
+    g.bench_function("procsync_fresh_back_to_back", |b| {
+        b.iter(|| userns::create(&uid, &gid).expect("create"))
+    });
+    // Latency to the fd as a runtime sees it: a few namespaces per container,
+    // so the background thread has time to refill the stock between calls
+    // (the pause is not timed).
+    g.bench_function("procsync_fresh_paced", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                std::thread::sleep(Duration::from_micros(300));
+                let t = std::time::Instant::now();
+                let fd = userns::create(&uid, &gid).expect("create");
+                total += t.elapsed();
+                drop(fd);
+            }
+            total
+        })
+    });
+    let cache = UsernsCache::new();
+    let key = UsernsKey::new(&uid, &gid);
+    drop(cache.get(&uid, &gid).expect("prime"));
+    g.bench_function("procsync_cached", |b| {
+        b.iter(|| cache.get(&uid, &gid).expect("get"))
+    });
+    g.bench_function("procsync_cached_prebuilt_key", |b| {
+        b.iter(|| cache.get_key(&key, &uid, &gid).expect("get"))
+    });
+    let (ut, gt) = (map_text(&uid), map_text(&gid));
+    g.bench_function("runc_style_spawn_traceme", |b| {
+        b.iter(|| runc_style(&ut, &gt))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,191 @@
+package procsync
+
+import (
+	"errors"
+	"fmt"
+
+	pb "github.com/procsync/procsync/go/procsyncpb"
+)
+
+// ErrorKind is the stable, language-neutral name of a wire rejection
+// ("missing-fd"). The golden vectors and every implementation of the
+// protocol use the same strings.
+type ErrorKind string
+
+// The kinds, in the order the decoder checks for them.
+const (
+	KindEmptyRecord       ErrorKind = "empty-record"
+	KindTruncatedLength   ErrorKind = "truncated-length"
+	KindMalformedLength   ErrorKind = "malformed-length"
+	KindLengthMismatch    ErrorKind = "length-mismatch"
+	KindTooLarge          ErrorKind = "too-large"
+	KindMalformedBody     ErrorKind = "malformed-body"
+	KindUnspecifiedType   ErrorKind = "unspecified-type"
+	KindUnknownType       ErrorKind = "unknown-type"
+	KindReservedFlags     ErrorKind = "reserved-flags"
+	KindMissingFd         ErrorKind = "missing-fd"
+	KindUnexpectedFd      ErrorKind = "unexpected-fd"
+	KindTooManyFds        ErrorKind = "too-many-fds"
+	KindMissingPayload    ErrorKind = "missing-payload"
+	KindUnexpectedPayload ErrorKind = "unexpected-payload"
+	KindInvalidValue      ErrorKind = "invalid-value"
+)
+
+// String returns the stable name.
+func (k ErrorKind) String() string { return string(k) }
+
+// KindOf returns the [ErrorKind] of the first error in err's chain that has
+// one (a *DecodeError, *EncodeError or *ValidationError).
+func KindOf(err error) (ErrorKind, bool) {
+	var k interface{ Kind() ErrorKind }
+	if errors.As(err, &k) {
+		return k.Kind(), true
+	}
+	return "", false
+}
+
+// Sentinel errors of the transport and the sessions. Match them with
+// errors.Is.
+var (
+	// ErrPeerClosed: the peer closed its end (EOF, EPIPE or ECONNRESET).
+	ErrPeerClosed = errors.New("procsync: peer closed the sync socket")
+	// ErrPeerDied: the peer process exited (its pidfd became readable) and
+	// nothing is left to read.
+	ErrPeerDied = errors.New("procsync: peer process died")
+	// ErrClosed: the local side already closed the socket or session.
+	ErrClosed = errors.New("procsync: sync socket already closed")
+)
+
+// ValidationError is a message that breaks a protocol rule. On receive the
+// peer caused it (it arrives wrapped in a *DecodeError); on send the local
+// caller did (wrapped in an *EncodeError).
+type ValidationError struct {
+	kind ErrorKind
+	// Type is the message type (its raw value for unknown types).
+	Type pb.MessageType
+	// Flags is the flags word checked (reserved-flags, unexpected-fd).
+	Flags uint32
+	// Count is the number of fds that came (too-many-fds).
+	Count int
+	// Payload names the payload expected (missing-payload) or that came
+	// (unexpected-payload): "error", "mount_please", "mount_fd", "seccomp".
+	Payload string
+	// Field is the offending field as a dotted path (invalid-value),
+	// e.g. "mount_please.source".
+	Field string
+	// Reason says what is wrong with Field (invalid-value).
+	Reason string
+}
+
+// Kind returns the stable kind of the rejection.
+func (e *ValidationError) Kind() ErrorKind { return e.kind }
+
+func (e *ValidationError) Error() string {
+	ty := TypeName(e.Type)
+	switch e.kind {
+	case KindUnspecifiedType:
+		return "message has no type"
+	case KindUnknownType:
+		return fmt.Sprintf("unknown message type %d", int32(e.Type))
+	case KindReservedFlags:
+		return fmt.Sprintf("%s: reserved flag bits set: %#x", ty, e.Flags)
+	case KindMissingFd:
+		return fmt.Sprintf("%s: expected an fd, got none", ty)
+	case KindUnexpectedFd:
+		return fmt.Sprintf("%s: unexpected fd (flags %#x)", ty, e.Flags)
+	case KindTooManyFds:
+		return fmt.Sprintf("%s: %d fds in one record, at most 1 allowed", ty, e.Count)
+	case KindMissingPayload:
+		return fmt.Sprintf("%s: missing %s payload", ty, e.Payload)
+	case KindUnexpectedPayload:
+		return fmt.Sprintf("%s: unexpected %s payload", ty, e.Payload)
+	default:
+		return fmt.Sprintf("%s: invalid %s: %s", ty, e.Field, e.Reason)
+	}
+}
+
+// DecodeError is a received record that was rejected. The peer caused it.
+type DecodeError struct {
+	kind ErrorKind
+	// Declared and Actual are the length prefix and the body length
+	// (length-mismatch).
+	Declared uint64
+	Actual   int
+	// Size and Max are the record size and the configured limit
+	// (too-large; Size is a lower bound when the kernel truncated the record).
+	Size, Max int
+	// Detail describes a malformed body or a transport-level rejection.
+	Detail string
+	// Invalid is set when the message decoded but broke a protocol rule.
+	Invalid *ValidationError
+}
+
+// Kind returns the stable kind of the rejection.
+func (e *DecodeError) Kind() ErrorKind { return e.kind }
+
+// Unwrap returns the validation error, if any.
+func (e *DecodeError) Unwrap() error {
+	if e.Invalid != nil {
+		return e.Invalid
+	}
+	return nil
+}
+
+func (e *DecodeError) Error() string {
+	var s string
+	switch e.kind {
+	case KindEmptyRecord:
+		s = "empty record"
+	case KindTruncatedLength:
+		s = "truncated length prefix"
+	case KindMalformedLength:
+		s = "malformed length prefix"
+	case KindLengthMismatch:
+		s = fmt.Sprintf("length prefix says %d bytes but %d follow", e.Declared, e.Actual)
+	case KindTooLarge:
+		if e.Detail != "" {
+			s = fmt.Sprintf("record exceeds the limit of %d bytes (%s)", e.Max, e.Detail)
+		} else {
+			s = fmt.Sprintf("record of %d bytes exceeds the limit of %d", e.Size, e.Max)
+		}
+	case KindMalformedBody:
+		s = "malformed body: " + e.Detail
+	default:
+		if e.Invalid != nil {
+			s = e.Invalid.Error()
+		} else {
+			s = string(e.kind) + ": " + e.Detail
+		}
+	}
+	return "procsync: bad record from peer: " + s
+}
+
+// EncodeError is a message the local caller tried to send that the
+// protocol does not allow; it is never sent.
+type EncodeError struct {
+	kind ErrorKind
+	// Type is the message type.
+	Type pb.MessageType
+	// Size and Max are the record size and the limit (too-large).
+	Size, Max int
+	// Invalid is set when the message breaks a protocol rule.
+	Invalid *ValidationError
+}
+
+// Kind returns the stable kind of the rejection.
+func (e *EncodeError) Kind() ErrorKind { return e.kind }
+
+// Unwrap returns the validation error, if any.
+func (e *EncodeError) Unwrap() error {
+	if e.Invalid != nil {
+		return e.Invalid
+	}
+	return nil
+}
+
+func (e *EncodeError) Error() string {
+	if e.Invalid != nil {
+		return "procsync: refusing to send an invalid message: " + e.Invalid.Error()
+	}
+	return fmt.Sprintf("procsync: %s record of %d bytes exceeds the limit of %d", TypeName(e.Type), e.Size, e.Max)
+}

@@ -1,0 +1,619 @@
+//go:build linux
+
+package procsync
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/procsync/procsync/go/procsyncpb"
+)
+
+// DefaultTimeout is how long a session waits for one message by default.
+const DefaultTimeout = 60 * time.Second
+
+// maxErrorText caps the text of an Error a session sends on its own.
+const maxErrorText = 4096
+
+// Options configure a [Child] or [Parent] session.
+type Options struct {
+	// Flow is the exchange to run (init or exec).
+	Flow Flow
+	// Timeout bounds the wait for each message from the peer: zero means
+	// [DefaultTimeout], a negative value means no limit.
+	Timeout time.Duration
+	// PeerPidfd, when set, is a pidfd of the peer process (see
+	// [PidfdOpen]); a wait fails with [ErrPeerDied] once the peer exited
+	// with nothing left to read. The session does not close it.
+	PeerPidfd *os.File
+	// Limits are the record limits; the zero value means the defaults.
+	Limits Limits
+	// Trace, when set, is called after each message is sent (sent true)
+	// or received and accepted by the state machine; HasFd in msg's
+	// flags says whether an fd travelled with it. For logs and
+	// transcripts; it must not keep msg.
+	Trace func(sent bool, msg *pb.SyncMessage)
+}
+
+func (o *Options) trace(sent bool, msg *pb.SyncMessage, fd bool) {
+	if o.Trace == nil {
+		return
+	}
+	if sent {
+		// Show what went on the wire: HasFd set from the attachment.
+		w := wireMessage(msg, msg.GetFlags()&^FlagHasFd)
+		if fd {
+			w.Flags |= FlagHasFd
+		}
+		msg = w
+	}
+	o.Trace(sent, msg)
+}
+
+func (o *Options) deadline() time.Time {
+	switch {
+	case o.Timeout < 0:
+		return time.Time{}
+	case o.Timeout == 0:
+		return time.Now().Add(DefaultTimeout)
+	}
+	return time.Now().Add(o.Timeout)
+}
+
+func (o *Options) apply(s *SyncSocket) {
+	s.SetLimits(o.Limits)
+	if o.PeerPidfd != nil {
+		s.SetPeerPidfd(int(o.PeerPidfd.Fd()))
+	}
+}
+
+// RemoteError is an Error message the peer sent: it gave up, and says why.
+type RemoteError struct {
+	// From is the role that sent it.
+	From Role
+	// Message is the peer's text.
+	Message string
+	// Pending is the request it answered (zero when none was pending).
+	Pending pb.MessageType
+}
+
+func (e *RemoteError) Error() string {
+	if e.Pending != 0 {
+		return fmt.Sprintf("procsync: %s refused %s: %s", e.From, TypeName(e.Pending), e.Message)
+	}
+	return fmt.Sprintf("procsync: %s failed: %s", e.From, e.Message)
+}
+
+// MismatchError is a MountFd reply for a different source than requested.
+// The parent caused it.
+type MismatchError struct {
+	Requested, Got string
+}
+
+func (e *MismatchError) Error() string {
+	return fmt.Sprintf("procsync: parent's MountFd is for %q, requested %q", e.Got, e.Requested)
+}
+
+// SessionError is a transport or decode failure while a session waited for,
+// or sent, a message; Err says which (ErrPeerClosed, ErrPeerDied,
+// os.ErrDeadlineExceeded, a *DecodeError, an OS error, ...).
+type SessionError struct {
+	Role  Role
+	State State
+	// Op is what the session was doing ("recv", "send MountFd").
+	Op  string
+	Err error
+}
+
+func (e *SessionError) Error() string {
+	return fmt.Sprintf("procsync: %s in state %s: %s: %v", e.Role, e.State, e.Op, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *SessionError) Unwrap() error { return e.Err }
+
+// errorText makes err's text fit an Error message: non-empty, valid UTF-8,
+// at most maxErrorText bytes.
+func errorText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) > maxErrorText {
+		cut := maxErrorText
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
+	}
+	if s == "" {
+		s = "unspecified error"
+	}
+	return s
+}
+
+// Child is the child's side of an exchange: it makes the requests and
+// waits for each reply. Methods must be called in protocol order (a call
+// out of order is a *ProtocolError and sends nothing).
+type Child struct {
+	sock   *SyncSocket
+	opts   Options
+	m      *Machine
+	closed bool
+}
+
+// NewChild starts the child's side on sock (which the Child then owns).
+func NewChild(sock *SyncSocket, opts Options) *Child {
+	opts.apply(sock)
+	return &Child{sock: sock, opts: opts, m: NewMachine(RoleChild, opts.Flow)}
+}
+
+// State returns the exchange's state.
+func (c *Child) State() State { return c.m.State() }
+
+func (c *Child) request(msg *pb.SyncMessage, fd int) (*pb.SyncMessage, *os.File, error) {
+	if c.closed {
+		return nil, nil, ErrClosed
+	}
+	ty := msg.GetType()
+	if err := c.m.Check(ChildToParent, ty); err != nil {
+		return nil, nil, err
+	}
+	if err := c.sock.SendFD(msg, fd); err != nil {
+		return nil, nil, &SessionError{Role: RoleChild, State: c.m.State(), Op: "send " + TypeName(ty), Err: err}
+	}
+	_ = c.m.Step(ChildToParent, ty)
+	c.opts.trace(true, msg, fd >= 0)
+	reply, f, err := c.sock.Recv(c.opts.deadline())
+	if err != nil {
+		if errors.Is(err, ErrPeerClosed) {
+			if perr := c.m.OnPeerClosed(); perr != nil {
+				perr.(*ProtocolError).Err = ErrPeerClosed
+				return nil, nil, perr
+			}
+		}
+		return nil, nil, &SessionError{Role: RoleChild, State: c.m.State(), Op: "wait for the reply to " + TypeName(ty), Err: err}
+	}
+	if err := c.m.OnRecv(reply.GetType()); err != nil {
+		closeFile(f)
+		return nil, nil, err
+	}
+	c.opts.trace(false, reply, f != nil)
+	if reply.GetType() == TypeError {
+		closeFile(f)
+		return nil, nil, &RemoteError{From: RoleParent, Message: reply.GetError().GetMessage(), Pending: ty}
+	}
+	return reply, f, nil
+}
+
+func closeFile(f *os.File) {
+	if f != nil {
+		_ = f.Close()
+	}
+}
+
+// MountPlease asks the parent for a source fd for mount and returns it
+// (close-on-exec, owned by the caller) with how it was made. A refusal
+// arrives as a *RemoteError.
+func (c *Child) MountPlease(mount *pb.Mount) (*os.File, pb.MountSourceKind, error) {
+	reply, f, err := c.request(MountPleaseMessage(mount), -1)
+	if err != nil {
+		return nil, 0, err
+	}
+	info := reply.GetMountFd()
+	if info.GetSource() != mount.GetSource() {
+		closeFile(f)
+		return nil, 0, &MismatchError{Requested: mount.GetSource(), Got: info.GetSource()}
+	}
+	return f, info.GetKind(), nil
+}
+
+// Hooks asks the parent to run the hooks and waits until it has.
+func (c *Child) Hooks() error {
+	_, _, err := c.request(HooksMessage(), -1)
+	return err
+}
+
+// Ready tells the parent set-up is done and waits for Run.
+func (c *Child) Ready() error {
+	_, _, err := c.request(ReadyMessage(), -1)
+	return err
+}
+
+// Seccomp hands the seccomp notify fd to the parent (attached to the
+// record) and waits for SeccompDone. f stays owned by the caller.
+func (c *Child) Seccomp(f *os.File) error {
+	if f == nil {
+		return errors.New("procsync: Seccomp: nil notify fd")
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var reqErr error
+	if err := rc.Control(func(fd uintptr) { _, _, reqErr = c.request(SeccompAttachedMessage(), int(fd)) }); err != nil {
+		return err
+	}
+	return reqErr
+}
+
+// SeccompChildFD tells the parent the number of the notify fd in this
+// process, for it to copy with pidfd_getfd(2) (runc does this on purpose:
+// a seccomp filter may trap sendmsg), and waits for SeccompDone.
+func (c *Child) SeccompChildFD(fd int32) error {
+	_, _, err := c.request(SeccompChildFDMessage(fd), -1)
+	return err
+}
+
+// Fail sends an Error with msg (trimmed to fit): the exchange ends.
+// It fails with ErrClosed after Close, and with a *ProtocolError after an
+// Error either way.
+func (c *Child) Fail(msg string) error {
+	if c.closed {
+		return ErrClosed
+	}
+	if err := c.m.Check(ChildToParent, TypeError); err != nil {
+		return err
+	}
+	m := ErrorMessage(errorText(msg))
+	if err := c.sock.SendFD(m, -1); err != nil {
+		return &SessionError{Role: RoleChild, State: c.m.State(), Op: "send Error", Err: err}
+	}
+	_ = c.m.Step(ChildToParent, TypeError)
+	c.opts.trace(true, m, false)
+	return nil
+}
+
+// Close ends the child's side and closes the socket. Closing before Run
+// (or with Seccomp pending) without a Fail first is a protocol error,
+// returned after the socket is closed anyway.
+func (c *Child) Close() error {
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	perr := c.m.OnLocalClose()
+	if err := c.sock.Close(); err != nil {
+		return err
+	}
+	return perr
+}
+
+// SeccompRequest is the child's seccomp hand-over as a Handler sees it.
+type SeccompRequest struct {
+	// File is the notify fd when it was attached (owned by the handler).
+	File *os.File
+	// ChildFD is the fd number in the child otherwise (copy it with
+	// pidfd_getfd(2)); -1 when File is set.
+	ChildFD int32
+}
+
+// Handler answers the child's requests in a [Parent.Serve] loop. A
+// returned error is sent to the child as an Error reply and ends Serve
+// with a *HandlerError.
+type Handler interface {
+	// Mount returns a source fd for an allowed mount request and how it
+	// was made. The parent closes the file after sending it.
+	Mount(req *pb.Mount) (*os.File, pb.MountSourceKind, error)
+	// Hooks runs the hooks.
+	Hooks() error
+	// Ready is called when the child is set up, before Run is sent.
+	Ready() error
+	// Seccomp takes the child's seccomp notify fd.
+	Seccomp(req SeccompRequest) error
+}
+
+// HandlerError is a Handler method's failure; it was also sent to the child
+// as an Error reply.
+type HandlerError struct {
+	Request pb.MessageType
+	Err     error
+}
+
+func (e *HandlerError) Error() string {
+	return fmt.Sprintf("procsync: parent's %s handler failed: %v", TypeName(e.Request), e.Err)
+}
+
+// Unwrap returns the handler's error.
+func (e *HandlerError) Unwrap() error { return e.Err }
+
+// MountPolicy decides which mount requests the parent serves.
+type MountPolicy interface {
+	// Allow returns nil to serve req, or why not.
+	Allow(req *pb.Mount) error
+}
+
+// MountRefusedError is a mount request the policy refused; the child got
+// an Error reply saying so.
+type MountRefusedError struct {
+	Mount  *pb.Mount
+	Reason string
+}
+
+func (e *MountRefusedError) Error() string {
+	return fmt.Sprintf("procsync: mount %s -> %s refused: %s", e.Mount.GetSource(), e.Mount.GetDestination(), e.Reason)
+}
+
+// AllowList is the default MountPolicy: it serves only the configured
+// mounts (a request must equal one in every Mount field, see
+// [MountsEqual]), each at most once; a mount configured twice may be served
+// twice. It is safe for concurrent use.
+type AllowList struct {
+	mu     sync.Mutex
+	mounts []*pb.Mount
+	used   []bool
+}
+
+// NewAllowList returns a policy serving exactly mounts, each once.
+func NewAllowList(mounts ...*pb.Mount) *AllowList {
+	return &AllowList{mounts: mounts, used: make([]bool, len(mounts))}
+}
+
+// Allow implements MountPolicy.
+func (a *AllowList) Allow(req *pb.Mount) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	seen := false
+	for i, m := range a.mounts {
+		if !MountsEqual(m, req) {
+			continue
+		}
+		if !a.used[i] {
+			a.used[i] = true
+			return nil
+		}
+		seen = true
+	}
+	if seen {
+		return errors.New("already served once")
+	}
+	return errors.New("not in the configured set")
+}
+
+// MountsEqual reports whether a and b ask for the same mount: every field
+// equal, where an absent rec_attr or id_mapping equals a present one with
+// every field at its default (the two mean the same to the kernel).
+func MountsEqual(a, b *pb.Mount) bool {
+	return proto.Equal(normalizeMount(a), normalizeMount(b))
+}
+
+func normalizeMount(m *pb.Mount) *pb.Mount {
+	emptyAttr := m.GetRecAttr() != nil && proto.Equal(m.GetRecAttr(), &pb.MountAttr{})
+	emptyIDMap := m.GetIdMapping() != nil && proto.Equal(m.GetIdMapping(), &pb.IdMapping{})
+	if !emptyAttr && !emptyIDMap {
+		return m
+	}
+	c := proto.Clone(m).(*pb.Mount)
+	if emptyAttr {
+		c.RecAttr = nil
+	}
+	if emptyIDMap {
+		c.IdMapping = nil
+	}
+	return c
+}
+
+// ParentOptions configure a [Parent].
+type ParentOptions struct {
+	Options
+	// Mounts is the set the default policy serves (each once); ignored
+	// when Policy is set.
+	Mounts []*pb.Mount
+	// Policy decides which mounts are served; nil means
+	// NewAllowList(Mounts...).
+	Policy MountPolicy
+}
+
+// Parent is the parent's side of an exchange: [Parent.Serve] answers the
+// child's requests until the child closes.
+type Parent struct {
+	sock   *SyncSocket
+	opts   ParentOptions
+	policy MountPolicy
+	m      *Machine
+}
+
+// NewParent starts the parent's side on sock (which the Parent then owns
+// and closes at the end of Serve).
+func NewParent(sock *SyncSocket, opts ParentOptions) *Parent {
+	opts.apply(sock)
+	policy := opts.Policy
+	if policy == nil {
+		policy = NewAllowList(opts.Mounts...)
+	}
+	return &Parent{sock: sock, opts: opts, policy: policy, m: NewMachine(RoleParent, opts.Flow)}
+}
+
+// State returns the exchange's state.
+func (p *Parent) State() State { return p.m.State() }
+
+// Serve answers requests with h until the child closes its end after Run
+// (nil), or something goes wrong: the child's Error (*RemoteError), a
+// protocol violation including the child closing without Ready
+// (*ProtocolError), a refused mount (*MountRefusedError), a handler
+// failure (*HandlerError), or a transport or decode failure, timeout or
+// peer death (*SessionError). Every exit shuts down the sending side and
+// closes the socket, so a child still waiting reads EOF.
+func (p *Parent) Serve(h Handler) error {
+	defer func() {
+		_ = p.sock.ShutdownWrite()
+		_ = p.sock.Close()
+	}()
+	for {
+		msg, f, err := p.sock.Recv(p.opts.deadline())
+		if err != nil {
+			if errors.Is(err, ErrPeerClosed) {
+				if perr := p.m.OnPeerClosed(); perr != nil {
+					perr.(*ProtocolError).Err = ErrPeerClosed
+					return perr
+				}
+				return nil
+			}
+			return &SessionError{Role: RoleParent, State: p.m.State(), Op: "recv", Err: err}
+		}
+		ty := msg.GetType()
+		if err := p.m.OnRecv(ty); err != nil {
+			closeFile(f)
+			return err
+		}
+		p.opts.trace(false, msg, f != nil)
+		if ty == TypeError {
+			closeFile(f)
+			return &RemoteError{From: RoleChild, Message: msg.GetError().GetMessage()}
+		}
+		if err := p.serve(h, msg, f); err != nil {
+			return err
+		}
+	}
+}
+
+// serve answers one request (f is the fd that came with it, if any).
+func (p *Parent) serve(h Handler, msg *pb.SyncMessage, f *os.File) error {
+	ty := msg.GetType()
+	var reply *pb.SyncMessage
+	var replyFile *os.File
+	var herr error
+	switch ty {
+	case TypeMountPlease:
+		req := msg.GetMountPlease()
+		if err := p.policy.Allow(req); err != nil {
+			refused := &MountRefusedError{Mount: req, Reason: err.Error()}
+			if serr := p.reply(ty, ErrorMessage(errorText(refused.Error())), nil); serr != nil {
+				return serr
+			}
+			return refused
+		}
+		var kind pb.MountSourceKind
+		replyFile, kind, herr = h.Mount(req)
+		if herr == nil && replyFile == nil {
+			herr = errors.New("the Mount handler returned no file")
+		}
+		reply = MountFdMessage(kind, req.GetSource())
+	case TypeHooks:
+		herr = h.Hooks()
+		reply = HooksDoneMessage()
+	case TypeReady:
+		herr = h.Ready()
+		reply = RunMessage()
+	case TypeSeccomp:
+		req := SeccompRequest{File: f, ChildFD: -1}
+		if t, ok := msg.GetSeccomp().GetTransfer().(*pb.SeccompInfo_ChildFd); ok {
+			req.ChildFD = t.ChildFd
+		}
+		herr = h.Seccomp(req)
+		reply = SeccompDoneMessage()
+	}
+	if herr != nil {
+		closeFile(replyFile)
+		if serr := p.reply(ty, ErrorMessage(errorText(herr.Error())), nil); serr != nil {
+			return serr
+		}
+		return &HandlerError{Request: ty, Err: herr}
+	}
+	err := p.reply(ty, reply, replyFile)
+	closeFile(replyFile)
+	if err != nil {
+		// A reply that cannot be encoded (e.g. an unknown kind from the
+		// handler) is the handler's fault; tell the child.
+		var ee *EncodeError
+		if errors.As(err, &ee) {
+			if serr := p.reply(ty, ErrorMessage(errorText(err.Error())), nil); serr != nil {
+				return serr
+			}
+			return &HandlerError{Request: ty, Err: err}
+		}
+	}
+	return err
+}
+
+// reply sends the reply to request req, checked against the state machine.
+func (p *Parent) reply(req pb.MessageType, msg *pb.SyncMessage, f *os.File) error {
+	ty := msg.GetType()
+	if err := p.m.Check(ParentToChild, ty); err != nil {
+		return err
+	}
+	if err := p.sock.Send(msg, f); err != nil {
+		var ee *EncodeError
+		if errors.As(err, &ee) {
+			return err
+		}
+		return &SessionError{Role: RoleParent, State: p.m.State(), Op: "send " + TypeName(ty) + " (reply to " + TypeName(req) + ")", Err: err}
+	}
+	_ = p.m.Step(ParentToChild, ty)
+	p.opts.trace(true, msg, f != nil)
+	return nil
+}
+
+// OpenPlain is a Mount handler building block: an O_PATH fd of
+// req.Source (kind plain-open).
+func OpenPlain(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
+	fd, err := unix.Open(req.GetSource(), unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, &os.PathError{Op: "open", Path: req.GetSource(), Err: err}
+	}
+	return os.NewFile(uintptr(fd), req.GetSource()), KindPlainOpen, nil
+}
+
+// OpenTree is a Mount handler building block: a detached clone of the
+// mount at req.Source from open_tree(OPEN_TREE_CLONE), recursive when the
+// request has MS_REC (kind open_tree). It needs CAP_SYS_ADMIN; id mapping
+// is left to the caller (mount_setattr on the returned fd).
+func OpenTree(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
+	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
+	if req.GetFlags()&MsRec != 0 {
+		flags |= unix.AT_RECURSIVE
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, req.GetSource(), flags)
+	if err != nil {
+		return nil, 0, &os.PathError{Op: "open_tree", Path: req.GetSource(), Err: err}
+	}
+	return os.NewFile(uintptr(fd), req.GetSource()), KindOpenTree, nil
+}
+
+// HandlerFuncs adapts functions to a Handler; a nil function means the
+// default: Mount uses OpenPlain, Hooks and Ready do nothing, Seccomp closes
+// the attached fd.
+type HandlerFuncs struct {
+	MountFunc   func(req *pb.Mount) (*os.File, pb.MountSourceKind, error)
+	HooksFunc   func() error
+	ReadyFunc   func() error
+	SeccompFunc func(req SeccompRequest) error
+}
+
+// Mount implements Handler.
+func (h HandlerFuncs) Mount(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
+	if h.MountFunc == nil {
+		return OpenPlain(req)
+	}
+	return h.MountFunc(req)
+}
+
+// Hooks implements Handler.
+func (h HandlerFuncs) Hooks() error {
+	if h.HooksFunc == nil {
+		return nil
+	}
+	return h.HooksFunc()
+}
+
+// Ready implements Handler.
+func (h HandlerFuncs) Ready() error {
+	if h.ReadyFunc == nil {
+		return nil
+	}
+	return h.ReadyFunc()
+}
+
+// Seccomp implements Handler.
+func (h HandlerFuncs) Seccomp(req SeccompRequest) error {
+	if h.SeccompFunc == nil {
+		closeFile(req.File)
+		return nil
+	}
+	return h.SeccompFunc(req)
+}

@@ -1,0 +1,483 @@
+//go:build linux
+
+package procsync
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	pb "github.com/procsync/procsync/go/procsyncpb"
+)
+
+// The session tests run the child side in a real process: the test binary
+// re-executed with envChild naming the scenario (see TestMain).
+const (
+	envChild = "PROCSYNC_GO_TEST_CHILD"
+	envDir   = "PROCSYNC_GO_TEST_DIR"
+)
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(envBenchPeer); mode != "" {
+		if err := runBenchPeer(mode); err != nil {
+			fmt.Fprintln(os.Stderr, "bench peer:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if scenario := os.Getenv(envChild); scenario != "" {
+		if err := runChildScenario(scenario); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func sameDir(f *os.File, path string) error {
+	var a, b unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &a); err != nil {
+		return err
+	}
+	if err := unix.Stat(path, &b); err != nil {
+		return err
+	}
+	if a.Dev != b.Dev || a.Ino != b.Ino {
+		return fmt.Errorf("fd is %d:%d, %s is %d:%d", a.Dev, a.Ino, path, b.Dev, b.Ino)
+	}
+	return nil
+}
+
+func runChildScenario(scenario string) error {
+	sock, err := FromEnv()
+	if err != nil {
+		return err
+	}
+	dir := os.Getenv(envDir)
+	flow := FlowInit
+	if strings.HasPrefix(scenario, "exec") {
+		flow = FlowExec
+	}
+	c := NewChild(sock, Options{Flow: flow, Timeout: 10 * time.Second})
+	switch scenario {
+	case "init-full":
+		for _, sub := range []string{"a", "b"} {
+			f, kind, err := c.MountPlease(BindMount(dir+"/"+sub, "/"+sub))
+			if err != nil {
+				return err
+			}
+			if kind != KindPlainOpen {
+				return fmt.Errorf("kind %s", SourceKindName(kind))
+			}
+			if err := sameDir(f, dir+"/"+sub); err != nil {
+				return err
+			}
+			f.Close()
+		}
+		if err := c.Hooks(); err != nil {
+			return err
+		}
+		if err := c.Ready(); err != nil {
+			return err
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		defer w.Close()
+		if err := c.Seccomp(w); err != nil {
+			return err
+		}
+		return c.Close()
+	case "exec-child-fd":
+		if err := c.Ready(); err != nil {
+			return err
+		}
+		if err := c.SeccompChildFD(7); err != nil {
+			return err
+		}
+		return c.Close()
+	case "refused":
+		_, _, err := c.MountPlease(BindMount(dir+"/a", "/elsewhere"))
+		var re *RemoteError
+		if !errors.As(err, &re) || re.From != RoleParent || re.Pending != TypeMountPlease {
+			return fmt.Errorf("want a refusal, got %v", err)
+		}
+		if err := c.Fail("must not be sendable"); err == nil {
+			return errors.New("Fail after the parent's Error was allowed")
+		}
+		return c.Close()
+	case "twice":
+		f, _, err := c.MountPlease(BindMount(dir+"/a", "/a"))
+		if err != nil {
+			return err
+		}
+		f.Close()
+		_, _, err = c.MountPlease(BindMount(dir+"/a", "/a"))
+		var re *RemoteError
+		if !errors.As(err, &re) || !strings.Contains(re.Message, "already served") {
+			return fmt.Errorf("want a refusal, got %v", err)
+		}
+		return c.Close()
+	case "fail":
+		if err := c.Hooks(); err != nil {
+			return err
+		}
+		if err := c.Fail("cannot pivot_root: boom"); err != nil {
+			return err
+		}
+		if err := c.Close(); err != nil {
+			return err
+		}
+		if err := c.Fail("after close"); !errors.Is(err, ErrClosed) {
+			return fmt.Errorf("Fail after Close: %v", err)
+		}
+		return nil
+	case "close-early":
+		if err := c.Hooks(); err != nil {
+			return err
+		}
+		var pe *ProtocolError
+		if err := c.Close(); !errors.As(err, &pe) || pe.ByPeer() {
+			return fmt.Errorf("early Close: %v", err)
+		}
+		return nil
+	case "hooks-refused":
+		err := c.Hooks()
+		var re *RemoteError
+		if !errors.As(err, &re) || re.Message != "hook exited 1" {
+			return fmt.Errorf("want hook failure, got %v", err)
+		}
+		return c.Close()
+	case "orphan":
+		// Hand the socket to a grandchild that outlives us: the parent
+		// never reads EOF and must notice our death through the pidfd.
+		if _, err := unix.FcntlInt(uintptr(sock.Fd()), unix.F_SETFD, 0); err != nil {
+			return err
+		}
+		cmd := exec.Command("/bin/sleep", "30")
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		fmt.Println(cmd.Process.Pid)
+		os.Exit(0)
+	}
+	return fmt.Errorf("unknown scenario %q", scenario)
+}
+
+type childProc struct {
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	stderr bytes.Buffer
+	pidfd  *os.File
+}
+
+func startChild(t *testing.T, scenario, dir string) (*childProc, *SyncSocket) {
+	t.Helper()
+	parent, child, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := &childProc{cmd: exec.Command(os.Args[0], "-test.run=^$")}
+	// GORACE: a race-enabled child would otherwise sleep 1 s at exit.
+	cp.cmd.Env = append(os.Environ(), envChild+"="+scenario, envDir+"="+dir, "GORACE=atexit_sleep_ms=0")
+	cp.cmd.Stdout, cp.cmd.Stderr = &cp.stdout, &cp.stderr
+	if err := child.PassToChild(cp.cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	child.Close()
+	if cp.pidfd, err = PidfdOpen(cp.cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.pidfd.Close() })
+	return cp, parent
+}
+
+func (cp *childProc) wait(t *testing.T, wantOK bool) {
+	t.Helper()
+	err := cp.cmd.Wait()
+	if wantOK && err != nil {
+		t.Fatalf("child: %v: %s", err, cp.stderr.String())
+	}
+	if !wantOK && err == nil {
+		t.Fatalf("child succeeded: %s", cp.stderr.String())
+	}
+}
+
+func mountDirs(t *testing.T) string {
+	dir := t.TempDir()
+	for _, sub := range []string{"a", "b"} {
+		if err := os.Mkdir(dir+"/"+sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+type recorder struct {
+	HandlerFuncs
+	calls []string
+}
+
+func newRecorder() *recorder {
+	r := &recorder{}
+	r.HooksFunc = func() error { r.calls = append(r.calls, "hooks"); return nil }
+	r.ReadyFunc = func() error { r.calls = append(r.calls, "ready"); return nil }
+	r.MountFunc = func(m *pb.Mount) (*os.File, pb.MountSourceKind, error) {
+		r.calls = append(r.calls, "mount "+m.GetDestination())
+		return OpenPlain(m)
+	}
+	r.SeccompFunc = func(req SeccompRequest) error {
+		if req.File != nil {
+			r.calls = append(r.calls, "seccomp fd")
+			req.File.Close()
+		} else {
+			r.calls = append(r.calls, "seccomp child fd "+strconv.Itoa(int(req.ChildFD)))
+		}
+		return nil
+	}
+	return r
+}
+
+func TestSessionInitAcrossProcesses(t *testing.T) {
+	noLeak(t, func() {
+		dir := mountDirs(t)
+		cp, sock := startChild(t, "init-full", dir)
+		rec := newRecorder()
+		p := NewParent(sock, ParentOptions{
+			Options: Options{Flow: FlowInit, PeerPidfd: cp.pidfd, Timeout: 10 * time.Second},
+			Mounts:  []*pb.Mount{BindMount(dir+"/a", "/a"), BindMount(dir+"/b", "/b")},
+		})
+		if err := p.Serve(rec); err != nil {
+			t.Fatalf("serve: %v (child: %s)", err, cp.stderr.String())
+		}
+		cp.wait(t, true)
+		want := "mount /a|mount /b|hooks|ready|seccomp fd"
+		if got := strings.Join(rec.calls, "|"); got != want {
+			t.Fatalf("calls %q, want %q", got, want)
+		}
+		if p.State() != StateClosed {
+			t.Fatalf("state %s", p.State())
+		}
+		cp.pidfd.Close()
+	})
+}
+
+func TestSessionExecChildFD(t *testing.T) {
+	cp, sock := startChild(t, "exec-child-fd", "")
+	rec := newRecorder()
+	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowExec, PeerPidfd: cp.pidfd}}).Serve(rec)
+	if err != nil {
+		t.Fatal(err, cp.stderr.String())
+	}
+	cp.wait(t, true)
+	if got := strings.Join(rec.calls, "|"); got != "ready|seccomp child fd 7" {
+		t.Fatal(got)
+	}
+}
+
+func TestSessionMountRefused(t *testing.T) {
+	dir := mountDirs(t)
+	cp, sock := startChild(t, "refused", dir)
+	rec := newRecorder()
+	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit},
+		Mounts: []*pb.Mount{BindMount(dir+"/a", "/a")}}).Serve(rec)
+	var mr *MountRefusedError
+	if !errors.As(err, &mr) || mr.Mount.GetDestination() != "/elsewhere" || !strings.Contains(mr.Reason, "not in the configured set") {
+		t.Fatalf("got %v", err)
+	}
+	cp.wait(t, true)
+	if len(rec.calls) != 0 {
+		t.Fatalf("handler called: %v", rec.calls)
+	}
+}
+
+func TestSessionMountServedOnce(t *testing.T) {
+	dir := mountDirs(t)
+	cp, sock := startChild(t, "twice", dir)
+	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit},
+		Mounts: []*pb.Mount{BindMount(dir+"/a", "/a")}}).Serve(newRecorder())
+	var mr *MountRefusedError
+	if !errors.As(err, &mr) || mr.Reason != "already served once" {
+		t.Fatalf("got %v", err)
+	}
+	cp.wait(t, true)
+}
+
+func TestSessionChildFails(t *testing.T) {
+	cp, sock := startChild(t, "fail", "")
+	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit}}).Serve(newRecorder())
+	var re *RemoteError
+	if !errors.As(err, &re) || re.From != RoleChild || re.Message != "cannot pivot_root: boom" {
+		t.Fatalf("got %v", err)
+	}
+	cp.wait(t, true)
+}
+
+func TestSessionChildClosesWithoutReady(t *testing.T) {
+	cp, sock := startChild(t, "close-early", "")
+	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit}}).Serve(newRecorder())
+	var pe *ProtocolError
+	if !errors.As(err, &pe) || !pe.ByPeer() || !strings.Contains(pe.Error(), "child closed without Ready") ||
+		!errors.Is(err, ErrPeerClosed) {
+		t.Fatalf("got %v", err)
+	}
+	cp.wait(t, true)
+}
+
+func TestSessionHandlerFailure(t *testing.T) {
+	cp, sock := startChild(t, "hooks-refused", "")
+	h := newRecorder()
+	h.HooksFunc = func() error { return errors.New("hook exited 1") }
+	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit}}).Serve(h)
+	var he *HandlerError
+	if !errors.As(err, &he) || he.Request != TypeHooks {
+		t.Fatalf("got %v", err)
+	}
+	cp.wait(t, true)
+}
+
+func TestSessionPeerDied(t *testing.T) {
+	cp, sock := startChild(t, "orphan", "")
+	start := time.Now()
+	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit, PeerPidfd: cp.pidfd}}).Serve(newRecorder())
+	cp.wait(t, true)
+	if pid, perr := strconv.Atoi(strings.TrimSpace(cp.stdout.String())); perr == nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	var se *SessionError
+	if !errors.As(err, &se) || !errors.Is(err, ErrPeerDied) {
+		t.Fatalf("got %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("death noticed too late")
+	}
+}
+
+func TestSessionTimeout(t *testing.T) {
+	a, b := pair(t)
+	defer b.Close()
+	err := NewParent(a, ParentOptions{Options: Options{Flow: FlowExec, Timeout: 50 * time.Millisecond}}).Serve(newRecorder())
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	// Serve shut the socket down: the child side reads EOF.
+	if _, _, err := b.Recv(soon()); !errors.Is(err, ErrPeerClosed) {
+		t.Fatalf("child side: %v", err)
+	}
+}
+
+func TestSessionPeerProtocolViolation(t *testing.T) {
+	// A child that sends a reply type is rejected by the parent, and the
+	// child reads EOF afterwards.
+	a, b := pair(t)
+	defer b.Close()
+	if err := b.Send(RunMessage(), nil); err != nil {
+		t.Fatal(err)
+	}
+	err := NewParent(a, ParentOptions{Options: Options{Flow: FlowExec}}).Serve(newRecorder())
+	var pe *ProtocolError
+	if !errors.As(err, &pe) || !pe.ByPeer() || pe.Got != TypeRun {
+		t.Fatalf("got %v", err)
+	}
+	if _, _, err := b.Recv(soon()); !errors.Is(err, ErrPeerClosed) {
+		t.Fatalf("child side: %v", err)
+	}
+}
+
+func TestChildOutOfOrderSendsNothing(t *testing.T) {
+	a, b := pair(t)
+	defer b.Close()
+	c := NewChild(a, Options{Flow: FlowExec})
+	var pe *ProtocolError
+	if err := c.Hooks(); !errors.As(err, &pe) || pe.ByPeer() {
+		t.Fatalf("got %v", err)
+	}
+	if _, _, err := c.MountPlease(BindMount("/a", "/a")); !errors.As(err, &pe) {
+		t.Fatalf("got %v", err)
+	}
+	if _, _, err := b.Recv(time.Now().Add(20 * time.Millisecond)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("something was sent: %v", err)
+	}
+	c.Close()
+}
+
+func TestChildRejectsMismatchedMountFd(t *testing.T) {
+	noLeak(t, func() {
+		a, b := pair(t)
+		defer b.Close()
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			_, _, _ = b.Recv(soon())
+			f, _ := os.Open("/")
+			_ = b.Send(MountFdMessage(KindPlainOpen, "/other"), f)
+			f.Close()
+		}()
+		c := NewChild(a, Options{Flow: FlowInit, Timeout: 5 * time.Second})
+		_, _, err := c.MountPlease(BindMount("/srv", "/srv"))
+		var me *MismatchError
+		if !errors.As(err, &me) || me.Got != "/other" {
+			t.Fatalf("got %v", err)
+		}
+		_ = c.Fail("bad reply")
+		c.Close()
+	})
+}
+
+func TestAllowList(t *testing.T) {
+	a := BindMount("/srv/a", "/a")
+	p := NewAllowList(a, BindMount("/srv/b", "/b"), BindMount("/srv/b", "/b"))
+	if err := p.Allow(BindMount("/srv/a", "/a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Allow(a); err == nil || err.Error() != "already served once" {
+		t.Fatalf("second /a: %v", err)
+	}
+	// Listed twice: served twice.
+	for i := 0; i < 2; i++ {
+		if err := p.Allow(BindMount("/srv/b", "/b")); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	// Every field counts.
+	for _, m := range []*pb.Mount{
+		BindMount("/srv/a", "/b"),
+		{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind | MsRec},
+		{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind, Relabel: "Z"},
+		{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind, RecAttr: &pb.MountAttr{AttrSet: 1}},
+	} {
+		q := NewAllowList(BindMount("/srv/a", "/a"))
+		if err := q.Allow(m); err == nil {
+			t.Fatalf("served %v", m)
+		}
+	}
+	// An empty rec_attr means the same as none.
+	q := NewAllowList(BindMount("/srv/a", "/a"))
+	m := BindMount("/srv/a", "/a")
+	m.RecAttr = &pb.MountAttr{}
+	if err := q.Allow(m); err != nil {
+		t.Fatal(err)
+	}
+	if m.RecAttr == nil {
+		t.Fatal("request modified")
+	}
+	if err := NewAllowList().Allow(a); err == nil {
+		t.Fatal("empty list served a mount")
+	}
+}

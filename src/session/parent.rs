@@ -1,0 +1,504 @@
+//! The parent's side: runc's `parseSync` loop, driving a handler with one
+//! method per request, behind the state machine and the mount policy.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::policy::{ConfiguredMounts, MountPolicy, PolicyRefusal};
+use crate::schema::{MessageType, Mount, SeccompTransfer, SyncMessage};
+use crate::state::{Flow, Machine, Role, State};
+use crate::transport::{Origin, SyncSocket};
+
+use super::link::Link;
+use super::{pidfd_getfd, MountSource, SessionError, Step, Traffic};
+
+/// How long the parent waits for each message from the child by default:
+/// 60 s, as runc's mount-source thread waits for a request.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The prefix of the Error reply to a MountPlease the policy refused.
+pub const REFUSAL_PREFIX: &str = "mount request refused: ";
+
+/// A [`ParentHandler`] method failed; the child gets an Error reply saying
+/// so, and [`Parent::serve`] returns [`SessionError::Handler`].
+#[derive(Debug)]
+pub struct HandlerError {
+    message: String,
+    source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl HandlerError {
+    /// A failure described by `message` (one line).
+    pub fn new(message: impl Into<String>) -> Self {
+        HandlerError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure described by `message`, caused by `source`.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync + 'static>>,
+    ) -> Self {
+        HandlerError {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The handler's own description (without the cause).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The message and every cause, joined with `": "` (the text the child
+    /// receives after the request name).
+    pub fn chain(&self) -> String {
+        let mut s = self.message.clone();
+        let mut next = self.source();
+        while let Some(e) = next {
+            s.push_str(": ");
+            s.push_str(&e.to_string());
+            next = e.source();
+        }
+        s
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for HandlerError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+impl From<io::Error> for HandlerError {
+    fn from(e: io::Error) -> Self {
+        HandlerError::with_source("I/O error", e)
+    }
+}
+
+impl From<rustix::io::Errno> for HandlerError {
+    fn from(e: rustix::io::Errno) -> Self {
+        HandlerError::with_source("system call failed", io::Error::from(e))
+    }
+}
+
+/// The seccomp notify fd as the child handed it over.
+#[derive(Debug)]
+pub enum SeccompFd<'a> {
+    /// The fd rode in the Seccomp record; it is ours (close-on-exec).
+    Attached(OwnedFd),
+    /// The child sent only its fd number; copy it with [`ChildFd::copy`].
+    ChildFd(ChildFd<'a>),
+}
+
+impl SeccompFd<'_> {
+    /// The notify fd, owned: the attached one, or a `pidfd_getfd(2)` copy
+    /// of the child's.
+    pub fn into_owned(self) -> Result<OwnedFd, HandlerError> {
+        match self {
+            SeccompFd::Attached(fd) => Ok(fd),
+            SeccompFd::ChildFd(c) => c.copy(),
+        }
+    }
+}
+
+/// An fd number in the child's fd table, with the child's pidfd to copy it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildFd<'a> {
+    number: RawFd,
+    pidfd: Option<BorrowedFd<'a>>,
+}
+
+impl ChildFd<'_> {
+    /// The fd number in the child.
+    pub fn number(&self) -> RawFd {
+        self.number
+    }
+
+    /// Copies the child's fd into this process with `pidfd_getfd(2)`
+    /// (close-on-exec). Needs the child's pidfd
+    /// ([`Parent::with_child_process`] or [`Parent::with_peer_pidfd`]) and
+    /// ptrace access to the child.
+    pub fn copy(&self) -> Result<OwnedFd, HandlerError> {
+        let pidfd = self.pidfd.ok_or_else(|| {
+            HandlerError::new(
+                "cannot copy the child's seccomp fd: the parent has no pidfd for the child",
+            )
+        })?;
+        pidfd_getfd(pidfd, self.number).map_err(|e| {
+            HandlerError::with_source(format!("pidfd_getfd of the child's fd {}", self.number), e)
+        })
+    }
+}
+
+/// What the parent does for each request, one method per request type
+/// (runc's `parseSync` callback). An `Err` is sent to the child as the
+/// Error reply to that request and ends [`Parent::serve`].
+pub trait ParentHandler {
+    /// Makes the source fd for an accepted MountPlease (the policy has
+    /// already allowed it). The default serves no mounts.
+    fn mount(&mut self, req: &Mount) -> Result<MountSource, HandlerError> {
+        Err(HandlerError::new(format!(
+            "this parent serves no mount requests (asked for {:?})",
+            req.source
+        )))
+    }
+
+    /// Runs the hooks (before HooksDone). The default does nothing.
+    fn hooks(&mut self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    /// The child is set up; last work before Run. The default does nothing.
+    fn ready(&mut self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    /// Takes the seccomp notify fd (before SeccompDone). The default refuses:
+    /// a parent that does not run a seccomp agent must not pretend to.
+    fn seccomp(&mut self, fd: SeccompFd<'_>) -> Result<(), HandlerError> {
+        drop(fd);
+        Err(HandlerError::new("this parent takes no seccomp notify fd"))
+    }
+}
+
+impl<H: ParentHandler + ?Sized> ParentHandler for &mut H {
+    fn mount(&mut self, req: &Mount) -> Result<MountSource, HandlerError> {
+        (**self).mount(req)
+    }
+    fn hooks(&mut self) -> Result<(), HandlerError> {
+        (**self).hooks()
+    }
+    fn ready(&mut self) -> Result<(), HandlerError> {
+        (**self).ready()
+    }
+    fn seccomp(&mut self, fd: SeccompFd<'_>) -> Result<(), HandlerError> {
+        (**self).seccomp(fd)
+    }
+}
+
+/// What a successful [`Parent::serve`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeReport {
+    /// MountFd replies sent.
+    pub mounts: usize,
+    /// Whether Hooks was served.
+    pub hooks: bool,
+    /// Whether Ready was served (Run sent).
+    pub ready: bool,
+    /// Whether the seccomp notify fd was taken (SeccompDone sent).
+    pub seccomp: bool,
+}
+
+/// The parent's end of a sync conversation.
+///
+/// [`serve`](Self::serve) answers the child's requests until the child
+/// closes. Every MountPlease goes through the state machine, then the mount
+/// policy (by default only the container's configured mounts, each once),
+/// then the handler. Each wait for the child is bounded by the deadline
+/// ([`DEFAULT_DEADLINE`]) and, with the child's pidfd, by the child's life.
+///
+/// ```no_run
+/// use procsync::schema::{Mount, MountSourceKind};
+/// use procsync::session::{HandlerError, MountSource, Parent, ParentHandler};
+/// use procsync::state::Flow;
+/// use procsync::transport::SyncSocket;
+///
+/// struct OpenPath;
+/// impl ParentHandler for OpenPath {
+///     fn mount(&mut self, req: &Mount) -> Result<MountSource, HandlerError> {
+///         use rustix::fs::{open, Mode, OFlags};
+///         let fd = open(req.source.as_str(), OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+///         Ok(MountSource { fd, kind: MountSourceKind::PlainOpen })
+///     }
+/// }
+///
+/// let (sock, child_end) = SyncSocket::pair()?;
+/// let mut cmd = std::process::Command::new("/usr/libexec/my-init");
+/// child_end.pass_to_child(&mut cmd)?;
+/// let child = cmd.spawn()?;
+/// drop(child_end);
+///
+/// let mounts = [Mount::bind("/srv/data", "/data")];
+/// let mut parent = Parent::new(sock, Flow::Init, mounts).with_child_process(&child)?;
+/// let report = parent.serve(&mut OpenPath)?;
+/// assert!(report.ready);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Parent {
+    link: Link,
+    policy: Box<dyn MountPolicy + Send>,
+    /// The child's pidfd, for `pidfd_getfd` (the socket holds a duplicate).
+    pidfd: Option<OwnedFd>,
+}
+
+impl fmt::Debug for Parent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Parent")
+            .field("link", &self.link)
+            .field("pidfd", &self.pidfd)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Parent {
+    /// A parent session for `flow` over `sock` that serves exactly the
+    /// container's `configured_mounts`, each once ([`ConfiguredMounts`]),
+    /// waiting at most [`DEFAULT_DEADLINE`] for each message.
+    pub fn new(
+        sock: SyncSocket,
+        flow: Flow,
+        configured_mounts: impl IntoIterator<Item = Mount>,
+    ) -> Self {
+        Parent {
+            link: Link::new(
+                sock,
+                Machine::new(Role::Parent, flow),
+                Some(DEFAULT_DEADLINE),
+            ),
+            policy: Box::new(ConfiguredMounts::new(configured_mounts)),
+            pidfd: None,
+        }
+    }
+
+    /// Replaces the mount policy (for example with
+    /// [`AllowAll`](crate::policy::AllowAll), runc's behaviour).
+    pub fn with_policy(mut self, policy: impl MountPolicy + Send + 'static) -> Self {
+        self.policy = Box::new(policy);
+        self
+    }
+
+    /// Waits at most `limit` for each message from the child.
+    pub fn with_deadline(mut self, limit: Duration) -> Self {
+        self.link.deadline = Some(limit);
+        self
+    }
+
+    /// Waits for the child without a deadline (a pidfd still ends the wait
+    /// when the child exits).
+    pub fn without_deadline(mut self) -> Self {
+        self.link.deadline = None;
+        self
+    }
+
+    /// Registers the child's pidfd: every wait ends when the child exits,
+    /// even if a grandchild still holds the child's end (runc issue #5087),
+    /// and [`ChildFd::copy`] can copy the child's seccomp fd.
+    pub fn with_peer_pidfd(mut self, pidfd: OwnedFd) -> Result<Self, SessionError> {
+        let dup = pidfd.try_clone().map_err(|source| SessionError::Os {
+            step: Step::Pidfd,
+            source,
+        })?;
+        self.link.sock.set_peer_pidfd(dup);
+        self.pidfd = Some(pidfd);
+        Ok(self)
+    }
+
+    /// Opens `child`'s pidfd and registers it ([`with_peer_pidfd`](Self::with_peer_pidfd)).
+    pub fn with_child_process(self, child: &std::process::Child) -> Result<Self, SessionError> {
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_child(child),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .map_err(|e| SessionError::Os {
+            step: Step::Pidfd,
+            source: e.into(),
+        })?;
+        self.with_peer_pidfd(pidfd)
+    }
+
+    /// Calls `observer` with every message just before it is sent (after
+    /// the state machine accepted it) and just after one arrives (before
+    /// it is checked): for logs and transcripts.
+    pub fn with_observer(mut self, observer: impl FnMut(&Traffic<'_>) + Send + 'static) -> Self {
+        self.link.observer = Some(Box::new(observer));
+        self
+    }
+
+    /// Where the conversation stands.
+    pub fn state(&self) -> State {
+        self.link.machine.state()
+    }
+
+    /// The per-message deadline, if any.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.link.deadline
+    }
+
+    /// Answers the child's requests until it closes (runc's `parseSync`).
+    ///
+    /// Returns `Ok` when the child closed in order (after Run, or after
+    /// SeccompDone). Ends with an error — and sends the child an Error
+    /// reply where the protocol allows one — when:
+    ///
+    /// * the child breaks the protocol or closes without Ready
+    ///   ([`SessionError::Violation`]; the offending message is not acted
+    ///   on, its fd is closed, no Error is sent since nothing is pending);
+    /// * the child sends Error ([`SessionError::Remote`]);
+    /// * the policy refuses a MountPlease (Error reply
+    ///   `"mount request refused: …"`, [`SessionError::MountRefused`]);
+    /// * a handler method fails (Error reply `"<Request> failed in the
+    ///   parent: …"`, [`SessionError::Handler`]);
+    /// * the transport fails: deadline, child death, bad record, I/O
+    ///   ([`SessionError::Transport`]).
+    ///
+    /// On every path the write side is shut down at the end (the child
+    /// reads end-of-file after the last reply).
+    pub fn serve(&mut self, handler: &mut impl ParentHandler) -> Result<ServeReport, SessionError> {
+        self.link.check_open()?;
+        let mut report = ServeReport::default();
+        let result = self.serve_loop(handler, &mut report);
+        self.link.machine.on_close();
+        let shut = self.link.sock.shutdown_write();
+        match (result, shut) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(source)) => Err(SessionError::Transport {
+                step: Step::Shutdown,
+                state: State::Closed,
+                source,
+            }),
+            (Ok(()), Ok(())) => Ok(report),
+        }
+    }
+
+    fn serve_loop(
+        &mut self,
+        handler: &mut impl ParentHandler,
+        report: &mut ServeReport,
+    ) -> Result<(), SessionError> {
+        loop {
+            let Some(rec) = self.link.recv()? else {
+                return Ok(());
+            };
+            let ty = rec.msg.kind().unwrap_or(MessageType::Unspecified);
+            match ty {
+                MessageType::MountPlease => {
+                    let req = rec.msg.mount().cloned().unwrap_or_default();
+                    if let Err(refusal) = self.policy.check(&req) {
+                        self.reply_error(&refusal_text(&refusal));
+                        return Err(SessionError::MountRefused(refusal));
+                    }
+                    let source = self.handled(ty, handler.mount(&req))?;
+                    let reply = SyncMessage::mount_fd(source.kind, req.source);
+                    self.reply(ty, &reply, Some(source.fd.as_fd()))?;
+                    report.mounts += 1;
+                }
+                MessageType::Hooks => {
+                    self.handled(ty, handler.hooks())?;
+                    self.reply(ty, &SyncMessage::hooks_done(), None)?;
+                    report.hooks = true;
+                }
+                MessageType::Ready => {
+                    self.handled(ty, handler.ready())?;
+                    self.reply(ty, &SyncMessage::run(), None)?;
+                    report.ready = true;
+                }
+                MessageType::Seccomp => {
+                    let fd = match (rec.msg.seccomp_transfer(), rec.fd) {
+                        (Some(SeccompTransfer::ChildFd(n)), _) => SeccompFd::ChildFd(ChildFd {
+                            number: n,
+                            pidfd: self.pidfd.as_ref().map(AsFd::as_fd),
+                        }),
+                        (_, Some(fd)) => SeccompFd::Attached(fd),
+                        // The codec guarantees an fd with Attached; kept total.
+                        (_, None) => {
+                            let e = HandlerError::new(
+                                "Seccomp came with neither an fd nor a child fd number",
+                            );
+                            return Err(self.handler_failed(ty, e));
+                        }
+                    };
+                    self.handled(ty, handler.seccomp(fd))?;
+                    self.reply(ty, &SyncMessage::seccomp_done(), None)?;
+                    report.seccomp = true;
+                }
+                // The machine admits only the child's requests (and Error,
+                // which `recv` turned into Remote).
+                _ => {
+                    let e = HandlerError::new(format!("unexpected {ty} from the child"));
+                    return Err(self.handler_failed(ty, e));
+                }
+            }
+        }
+    }
+
+    fn handled<T>(
+        &mut self,
+        request: MessageType,
+        r: Result<T, HandlerError>,
+    ) -> Result<T, SessionError> {
+        r.map_err(|e| self.handler_failed(request, e))
+    }
+
+    /// Sends the reply to `request`. If this side cannot send it (the codec
+    /// refuses what the handler produced, for example a MountFd of kind
+    /// Unspecified), the child still gets an answer: an Error reply.
+    fn reply(
+        &mut self,
+        request: MessageType,
+        msg: &SyncMessage,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), SessionError> {
+        match self.link.send(msg, fd) {
+            Err(e @ SessionError::Transport { .. }) if e.origin() == Origin::Local => {
+                let reply = msg.kind().unwrap_or(MessageType::Unspecified);
+                self.reply_error(&format!(
+                    "{request} failed in the parent: cannot send {reply}: {}",
+                    source_chain(&e)
+                ));
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Tells the child why `request` failed, then returns the handler error.
+    fn handler_failed(&mut self, request: MessageType, e: HandlerError) -> SessionError {
+        let text = format!("{request} failed in the parent: {}", e.chain());
+        self.reply_error(&text);
+        SessionError::Handler { request, source: e }
+    }
+
+    /// Sends the Error reply to the pending request. Best effort: a child
+    /// that already closed or died cannot be told, and the caller's error
+    /// (the refusal, the handler's failure) is the one that matters.
+    fn reply_error(&mut self, text: &str) {
+        let _ = self.link.send(&SyncMessage::error(text), None);
+    }
+}
+
+/// The Error reply for a refused MountPlease: [`REFUSAL_PREFIX`] and the
+/// refusal's one-line text (not repeated when the refusal already says it).
+pub fn refusal_text(refusal: &PolicyRefusal) -> String {
+    let text = refusal.to_string();
+    if text.starts_with(REFUSAL_PREFIX) {
+        text
+    } else {
+        format!("{REFUSAL_PREFIX}{text}")
+    }
+}
+
+/// The transport error under a session error, with its causes, joined with `": "`.
+fn source_chain(e: &SessionError) -> String {
+    let mut parts = Vec::new();
+    let mut next = e.source();
+    while let Some(c) = next {
+        parts.push(c.to_string());
+        next = c.source();
+    }
+    parts.join(": ")
+}

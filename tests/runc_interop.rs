@@ -24,6 +24,10 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use procsync::schema::{MessageType, Mount, MountSourceKind, SeccompTransfer, SyncMessage};
+use procsync::session::{
+    Child as SessionChild, HandlerError, MountSource, Parent, ParentHandler, SeccompFd,
+    SeccompHandoff, SessionError, REFUSAL_PREFIX,
+};
 use procsync::state::{Flow, Machine, Role, State};
 use procsync::transport::{Origin, SyncSocket, TransportError, Wire};
 use procsync::wire::runc::{MountShape, RuncDecodeError, RuncErrorKind};
@@ -115,14 +119,19 @@ impl GoPeer {
     /// Closes our end, waits for the peer: (exit code, stdout + stderr).
     fn finish(self) -> (Option<i32>, String) {
         drop(self.sock);
-        let out = self.child.wait_with_output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
+        wait_go(self.child)
     }
+}
+
+/// Waits for a Go peer: (exit code, stdout + stderr).
+fn wait_go(child: Child) -> (Option<i32>, String) {
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
 }
 
 /// A directory removed on drop.
@@ -561,6 +570,281 @@ fn broken_fd_records_are_typed_errors_without_leaks() {
         assert_eq!(code, Some(1), "{mode}: {out}");
         assert!(out.contains(&format!("misbehaved: {mode}")), "{out}");
         assert_eq!(fd_count(), baseline, "{mode}: fd leaked");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sessions on the runc wire: the very Parent/Child (and so the very state
+// machine and mount policy) that serve the native wire, unchanged.
+// ---------------------------------------------------------------------------
+
+/// A parent handler as a runtime would write it: `O_PATH` for plain bind
+/// mounts, `open_tree` for the chosen source; takes the seccomp fd by
+/// `pidfd_getfd` and proves it is the Go child's stderr (our pipe).
+struct Handler<'a> {
+    open_tree: Option<&'a str>,
+    stderr: Option<rustix::fs::Stat>,
+    seccomp_taken: bool,
+}
+
+impl ParentHandler for Handler<'_> {
+    fn mount(&mut self, req: &Mount) -> Result<MountSource, HandlerError> {
+        use rustix::fs::{open, Mode, OFlags};
+        use rustix::mount::{open_tree, OpenTreeFlags};
+        if self.open_tree == Some(req.source.as_str()) {
+            let fd = open_tree(
+                rustix::fs::CWD,
+                req.source.as_str(),
+                OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+            )?;
+            return Ok(MountSource {
+                fd,
+                kind: MountSourceKind::OpenTree,
+            });
+        }
+        let fd = open(
+            req.source.as_str(),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(MountSource {
+            fd,
+            kind: MountSourceKind::PlainOpen,
+        })
+    }
+
+    fn seccomp(&mut self, fd: SeccompFd<'_>) -> Result<(), HandlerError> {
+        assert!(matches!(fd, SeccompFd::ChildFd(_)), "runc sends a number");
+        let fd = fd.into_owned()?;
+        let (got, want) = (rustix::fs::fstat(&fd).unwrap(), self.stderr.unwrap());
+        assert_eq!((got.st_dev, got.st_ino), (want.st_dev, want.st_ino));
+        self.seccomp_taken = true;
+        Ok(())
+    }
+}
+
+/// Starts the Go peer for a session: (socket on the runc wire, process).
+fn spawn_go(args: &[&str], shape: MountShape) -> (SyncSocket, Child) {
+    let GoPeer { sock, child } = GoPeer::spawn(args, shape);
+    (sock, child)
+}
+
+#[test]
+fn session_parent_serves_go_child() {
+    if peer_bin().is_none() {
+        return;
+    }
+    let _g = serial();
+    let (d1, d2) = (TempDir::new("sp1"), TempDir::new("sp2"));
+    for shape in SHAPES {
+        let before = fd_count();
+        let (m1, m2) = (format!("{}:/one", &*d1), format!("{}:/two", &*d2));
+        let mut args = vec!["child", "-mode", "init", "-shape", shape.name()];
+        args.extend(["-mount", &m1, "-mount", &m2]);
+        if is_root() {
+            args.extend(["-seccomp-fd", "2"]);
+        }
+        let (sock, child) = spawn_go(&args, shape);
+        // The container's configuration: exactly what the Go child asks for.
+        let configured = [
+            Mount::bind(&*d1, "/one").recursive(),
+            Mount::bind(&*d2, "/two").recursive(),
+        ];
+        let mut parent = Parent::new(sock, Flow::Init, configured)
+            .with_deadline(WAIT)
+            .with_child_process(&child)
+            .unwrap();
+        let mut h = Handler {
+            open_tree: is_root().then_some(&*d2),
+            stderr: Some(rustix::fs::fstat(child.stderr.as_ref().unwrap()).unwrap()),
+            seccomp_taken: false,
+        };
+        let report = parent.serve(&mut h).unwrap();
+        assert_eq!(parent.state(), State::Closed);
+        drop(parent);
+        let (code, out) = wait_go(child);
+        assert_eq!(code, Some(0), "{shape:?}: go child failed:\n{out}");
+        assert_eq!(report.mounts, 2);
+        assert!(report.hooks && report.ready);
+        assert_eq!(report.seccomp, is_root());
+        assert_eq!(h.seccomp_taken, is_root());
+        let kind2 = if is_root() { "open_tree" } else { "plain-open" };
+        assert!(
+            out.contains(&format!("mountfd {} plain-open ok", &*d1)),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("mountfd {} {kind2} ok", &*d2)),
+            "{out}"
+        );
+        assert_eq!(fd_count(), before, "{shape:?}: fd leaked");
+    }
+}
+
+#[test]
+fn session_parent_exec_flow_and_errors_with_go_child() {
+    if peer_bin().is_none() {
+        return;
+    }
+    let _g = serial();
+    let before = fd_count();
+    // Exec: Ready -> Run, then the child's close.
+    let (sock, child) = spawn_go(&["child", "-mode", "exec"], MountShape::V1_2);
+    let mut parent = Parent::new(sock, Flow::Exec, [])
+        .with_deadline(WAIT)
+        .with_child_process(&child)
+        .unwrap();
+    let report = parent.serve(&mut Handler {
+        open_tree: None,
+        stderr: None,
+        seccomp_taken: false,
+    });
+    drop(parent);
+    let (code, out) = wait_go(child);
+    assert_eq!(code, Some(0), "{out}");
+    let report = report.unwrap();
+    assert!(report.ready && !report.hooks && report.mounts == 0);
+
+    // The Go child's procError ends serve() as Remote, the peer's doing.
+    let (sock, child) = spawn_go(
+        &[
+            "child",
+            "-mode",
+            "error",
+            "-error-msg",
+            "exec: \"/bin/sh\": ENOENT",
+        ],
+        MountShape::V1_2,
+    );
+    let mut parent = Parent::new(sock, Flow::Init, []).with_deadline(WAIT);
+    let err = parent.serve(&mut Handler {
+        open_tree: None,
+        stderr: None,
+        seccomp_taken: false,
+    });
+    drop(parent);
+    assert_eq!(wait_go(child).0, Some(0));
+    match err.unwrap_err() {
+        SessionError::Remote { message } => assert_eq!(message, "exec: \"/bin/sh\": ENOENT"),
+        other => panic!("{other:?}"),
+    }
+
+    // A mount outside the configuration: the policy refuses, the Go child
+    // gets procError with the refusal and fails.
+    let d = TempDir::new("spr");
+    let m = format!("{}:/x", &*d);
+    let (sock, child) = spawn_go(&["child", "-mode", "init", "-mount", &m], MountShape::V1_4);
+    let mut parent =
+        Parent::new(sock, Flow::Init, [Mount::bind("/elsewhere", "/x")]).with_deadline(WAIT);
+    let err = parent
+        .serve(&mut Handler {
+            open_tree: None,
+            stderr: None,
+            seccomp_taken: false,
+        })
+        .unwrap_err();
+    drop(parent);
+    assert!(matches!(err, SessionError::MountRefused(_)), "{err:?}");
+    let (code, out) = wait_go(child);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains(REFUSAL_PREFIX.trim_end()), "{out}");
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn session_child_against_go_parent() {
+    if peer_bin().is_none() {
+        return;
+    }
+    let _g = serial();
+    let (d1, d2) = (TempDir::new("sc1"), TempDir::new("sc2"));
+    let seccomp_src = File::open("/dev/null").unwrap();
+    let me = std::process::id().to_string();
+    for shape in SHAPES {
+        let before = fd_count();
+        let (sock, go) = spawn_go(&["parent", "-child-pid", &me], shape);
+        let mut child = SessionChild::new(sock, Flow::Init).with_deadline(WAIT);
+        for (d, dst) in [(&d1, "/one"), (&d2, "/two")] {
+            let src = child
+                .mount_source(&Mount::bind(&**d, dst).recursive())
+                .unwrap();
+            assert_eq!(src.kind, MountSourceKind::PlainOpen);
+            assert_same_file(&src.fd, d);
+        }
+        child.hooks().unwrap();
+        child.ready().unwrap();
+        let n = seccomp_src.as_raw_fd();
+        if is_root() {
+            child.seccomp(SeccompHandoff::ChildFd(n)).unwrap();
+            assert_eq!(child.state(), State::AfterSeccomp);
+        }
+        child.close().unwrap();
+        let (code, out) = wait_go(go);
+        assert_eq!(code, Some(0), "{shape:?}: go parent failed:\n{out}");
+        if is_root() {
+            assert!(out.contains(&format!("procSeccomp fd {n} copied")), "{out}");
+        }
+        assert!(out.contains("parent: eof"), "{out}");
+        assert_eq!(fd_count(), before, "{shape:?}: fd leaked");
+    }
+    // Exec.
+    let (sock, go) = spawn_go(&["parent"], MountShape::V1_2);
+    let mut child = SessionChild::new(sock, Flow::Exec).with_deadline(WAIT);
+    child.ready().unwrap();
+    child.close().unwrap();
+    let (code, out) = wait_go(go);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn session_child_sees_go_parent_errors_typed() {
+    if peer_bin().is_none() {
+        return;
+    }
+    let _g = serial();
+    let d = TempDir::new("sce");
+    // A refused mount: Remote, with runc's message.
+    let (sock, go) = spawn_go(&["parent", "-fail-on", &d], MountShape::V1_2);
+    let mut child = SessionChild::new(sock, Flow::Init).with_deadline(WAIT);
+    match child.mount_source(&Mount::bind(&*d, "/x")).unwrap_err() {
+        SessionError::Remote { message } => {
+            assert!(message.contains("refusing mount source"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(child);
+    assert_eq!(wait_go(go).0, Some(1));
+    // The child fails: the Go parent gets procError.
+    let (sock, go) = spawn_go(&["parent"], MountShape::V1_2);
+    let mut child = SessionChild::new(sock, Flow::Init).with_deadline(WAIT);
+    child.fail("mounting /proc: EPERM").unwrap();
+    drop(child);
+    let (code, out) = wait_go(go);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains(r#"procError "mounting /proc: EPERM""#),
+        "{out}"
+    );
+    // A broken fd record: a Transport error from the peer, fd closed.
+    for mode in ["name-mismatch", "two-fds", "no-fd-record"] {
+        let (sock, go) = spawn_go(&["parent", "-misbehave", mode], MountShape::V1_4);
+        let with_peer = fd_count();
+        let mut child = SessionChild::new(sock, Flow::Init).with_deadline(WAIT);
+        let err = child.mount_source(&Mount::bind(&*d, "/x")).unwrap_err();
+        assert_eq!(fd_count(), with_peer, "{mode}: fd leaked");
+        assert_eq!(err.origin(), Origin::Peer, "{mode}: {err}");
+        assert!(
+            matches!(
+                &err,
+                SessionError::Transport {
+                    source: TransportError::RuncDecode(_),
+                    ..
+                }
+            ),
+            "{mode}: {err:?}"
+        );
+        drop(child);
+        assert_eq!(wait_go(go).0, Some(1));
     }
 }
 

@@ -445,6 +445,32 @@ impl SyncSocket {
     /// and [`recv_deadline`](Self::recv_deadline) speak (default
     /// [`Wire::Native`]). Both ends must agree; the raw record layer
     /// ([`send_record`](Self::send_record)) is the same for both.
+    ///
+    /// ```
+    /// # #[cfg(feature = "runc-compat")] {
+    /// use std::os::fd::AsFd;
+    /// use procsync::schema::{Mount, MountSourceKind, SyncMessage};
+    /// use procsync::transport::{SyncSocket, Wire};
+    /// use procsync::wire::runc::MountShape;
+    ///
+    /// let (parent, child) = SyncSocket::pair()?;
+    /// let parent = parent.with_wire(Wire::Runc(MountShape::V1_2));
+    /// let child = child.with_wire(Wire::Runc(MountShape::V1_2));
+    ///
+    /// // The child asks for a mount source: one JSON record.
+    /// child.send(&SyncMessage::mount_please(Mount::bind("/tmp", "/data")), None)?;
+    /// let req = parent.recv()?;
+    /// let src = req.msg.mount().unwrap().source.clone();
+    ///
+    /// // The parent answers: a JSON record, then a record named "/tmp" carrying the fd.
+    /// let dir = std::fs::File::open(&src)?;
+    /// parent.send(&SyncMessage::mount_fd(MountSourceKind::PlainOpen, src.as_str()), Some(dir.as_fd()))?;
+    /// let reply = child.recv()?; // name checked against the request's source
+    /// assert_eq!(reply.msg.mount_fd_info().unwrap().source, "/tmp");
+    /// assert!(reply.fd.is_some());
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_wire(mut self, wire: Wire) -> Self {
         self.wire = wire;
         self

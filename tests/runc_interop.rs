@@ -121,6 +121,14 @@ impl GoPeer {
         drop(self.sock);
         wait_go(self.child)
     }
+
+    /// Waits for a peer that exits by itself (a misbehaving parent), then
+    /// closes our end: closing first could fail the peer's last send.
+    fn finish_after_exit(self) -> (Option<i32>, String) {
+        let r = wait_go(self.child);
+        drop(self.sock);
+        r
+    }
 }
 
 /// Waits for a Go peer: (exit code, stdout + stderr).
@@ -566,7 +574,7 @@ fn broken_fd_records_are_typed_errors_without_leaks() {
             ("not-json", RuncDecodeError::Malformed { .. }) => {}
             _ => panic!("{mode}: unexpected error {e:?}"),
         }
-        let (code, out) = peer.finish();
+        let (code, out) = peer.finish_after_exit();
         assert_eq!(code, Some(1), "{mode}: {out}");
         assert!(out.contains(&format!("misbehaved: {mode}")), "{out}");
         assert_eq!(fd_count(), baseline, "{mode}: fd leaked");
@@ -1015,6 +1023,21 @@ fn half_messages_end_typed() {
         matches!(&err, TransportError::RuncDecode(e) if e.kind() == RuncErrorKind::FdNameInvalid),
         "{err:?}"
     );
+    // An fd on a JSON record that is fine by itself.
+    a.send_record(br#"{"type":"procReady","flags":0}"#, Some(file.as_fd()))
+        .unwrap();
+    let err = b.recv().unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            TransportError::RuncDecode(RuncDecodeError::Invalid(ValidationError::UnexpectedFd {
+                ty: MessageType::Ready,
+                ..
+            }))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(fd_count(), before);
     a.send_record(br#"{"type":"procRun","flags":1}"#, None)
         .unwrap();
     let err = b.recv().unwrap_err();
@@ -1073,4 +1096,34 @@ fn native_and_runc_ends_do_not_understand_each_other() {
     );
     b.send(&SyncMessage::run(), None).unwrap();
     assert!(matches!(a.recv(), Err(TransportError::Decode(_))));
+}
+
+#[test]
+fn concurrent_senders_never_interleave_the_two_records() {
+    let _g = serial();
+    let (tx, rx) = runc_pair(MountShape::V1_2);
+    let before = fd_count();
+    const N: usize = 300;
+    std::thread::scope(|sc| {
+        for src in ["/", "/tmp"] {
+            let tx = &tx;
+            sc.spawn(move || {
+                let file = File::open(src).unwrap();
+                let msg = SyncMessage::mount_fd(MountSourceKind::PlainOpen, src);
+                for _ in 0..N {
+                    tx.send(&msg, Some(file.as_fd())).unwrap();
+                }
+            });
+        }
+        // Each message's name record must carry that message's fd.
+        let mut seen = [0usize; 2];
+        for _ in 0..2 * N {
+            let got = rx.recv_deadline(deadline()).unwrap();
+            let src = got.msg.mount_fd_info().unwrap().source.clone();
+            assert_same_file(got.fd.as_ref().unwrap(), &src);
+            seen[usize::from(src == "/tmp")] += 1;
+        }
+        assert_eq!(seen, [N, N]);
+    });
+    assert_eq!(fd_count(), before);
 }

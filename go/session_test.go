@@ -156,7 +156,7 @@ func runChildScenario(scenario string) error {
 	case "hooks-refused":
 		err := c.Hooks()
 		var re *RemoteError
-		if !errors.As(err, &re) || re.Message != "hook exited 1" {
+		if !errors.As(err, &re) || re.Message != "Hooks failed in the parent: hook exited 1" {
 			return fmt.Errorf("want hook failure, got %v", err)
 		}
 		return c.Close()
@@ -297,7 +297,7 @@ func TestSessionMountRefused(t *testing.T) {
 	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit},
 		Mounts: []*pb.Mount{BindMount(dir+"/a", "/a")}}).Serve(rec)
 	var mr *MountRefusedError
-	if !errors.As(err, &mr) || mr.Mount.GetDestination() != "/elsewhere" || !strings.Contains(mr.Reason, "not in the configured set") {
+	if !errors.As(err, &mr) || mr.Mount.GetDestination() != "/elsewhere" || mr.Reason != `mount request "`+dir+`/a" -> "/elsewhere" is not one of the container's configured mounts` {
 		t.Fatalf("got %v", err)
 	}
 	cp.wait(t, true)
@@ -312,7 +312,7 @@ func TestSessionMountServedOnce(t *testing.T) {
 	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit},
 		Mounts: []*pb.Mount{BindMount(dir+"/a", "/a")}}).Serve(newRecorder())
 	var mr *MountRefusedError
-	if !errors.As(err, &mr) || mr.Reason != "already served once" {
+	if !errors.As(err, &mr) || mr.Reason != `mount request "`+dir+`/a" -> "/a" was already served (configured mount #0); each configured mount is served once` {
 		t.Fatalf("got %v", err)
 	}
 	cp.wait(t, true)
@@ -446,7 +446,9 @@ func TestAllowList(t *testing.T) {
 	if err := p.Allow(BindMount("/srv/a", "/a")); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Allow(a); err == nil || err.Error() != "already served once" {
+	var pr *PolicyRefusal
+	if err := p.Allow(a); !errors.As(err, &pr) || pr.Kind != RefusalAlreadyServed || pr.Index != 0 ||
+		err.Error() != `mount request "/srv/a" -> "/a" was already served (configured mount #0); each configured mount is served once` {
 		t.Fatalf("second /a: %v", err)
 	}
 	// Listed twice: served twice.
@@ -459,7 +461,6 @@ func TestAllowList(t *testing.T) {
 	for _, m := range []*pb.Mount{
 		BindMount("/srv/a", "/b"),
 		{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind | MsRec},
-		{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind, Relabel: "Z"},
 		{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind, RecAttr: &pb.MountAttr{AttrSet: 1}},
 	} {
 		q := NewAllowList(BindMount("/srv/a", "/a"))
@@ -467,10 +468,26 @@ func TestAllowList(t *testing.T) {
 			t.Fatalf("served %v", m)
 		}
 	}
-	// An empty rec_attr means the same as none.
+	// extensions and relabel are not compared.
 	q := NewAllowList(BindMount("/srv/a", "/a"))
+	if err := q.Allow(&pb.Mount{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind, Relabel: "Z", Extensions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// The nearest configured mount at the same destination names the field.
+	q = NewAllowList(BindMount("/srv/a", "/a"))
+	err := q.Allow(&pb.Mount{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind | MsRec})
+	if !errors.As(err, &pr) || pr.Kind != RefusalNotConfigured || err.Error() !=
+		`mount request "/srv/a" -> "/a" is not one of the container's configured mounts (the configured mount at "/a" differs in flags)` {
+		t.Fatalf("got %v", err)
+	}
+	if got := RefusalText(err); got != RefusalPrefix+err.Error() || RefusalText(Denied("no")) != "mount request refused: no" {
+		t.Fatalf("refusal text %q", got)
+	}
+	// An empty rec_attr or id_mapping means the same as none.
+	q = NewAllowList(BindMount("/srv/a", "/a"))
 	m := BindMount("/srv/a", "/a")
 	m.RecAttr = &pb.MountAttr{}
+	m.IdMapping = &pb.IdMapping{}
 	if err := q.Allow(m); err != nil {
 		t.Fatal(err)
 	}

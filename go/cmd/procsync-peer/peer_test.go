@@ -147,10 +147,10 @@ func TestPeerRequestUnlisted(t *testing.T) {
 		t.Fatalf("exit codes parent %d child %d", parent.code, child.code)
 	}
 	pl, cl := parent.lines(), child.lines()
-	if !strings.HasPrefix(pl[len(pl)-1], "refuse MountPlease source="+b) || !strings.Contains(pl[len(pl)-1], "not in the configured set") {
+	if !strings.HasPrefix(pl[len(pl)-1], "refuse MountPlease source="+b) || !strings.Contains(pl[len(pl)-1], "is not one of the container's configured mounts") {
 		t.Fatalf("parent: %q", pl[len(pl)-1])
 	}
-	if cl[len(cl)-3] != "recv Error message="+strconv.Quote("procsync: mount "+b+" -> /b refused: not in the configured set") ||
+	if cl[len(cl)-3] != "recv Error message="+strconv.Quote(`mount request refused: mount request "`+b+`" -> "/b" is not one of the container's configured mounts`) ||
 		!strings.HasPrefix(cl[len(cl)-2], "refused source="+b) || cl[len(cl)-1] != "done" {
 		t.Fatalf("child: %q", cl)
 	}
@@ -186,7 +186,7 @@ func TestPeerParentDies(t *testing.T) {
 	if parent.code != exitDied || child.code != exitFail {
 		t.Fatalf("exit codes parent %d child %d", parent.code, child.code)
 	}
-	if s := child.stderr.String(); !strings.Contains(s, "parent closed with Hooks pending") {
+	if s := child.stderr.String(); !strings.Contains(s, "parent closed while Hooks was pending") {
 		t.Fatalf("child stderr: %s", s)
 	}
 }

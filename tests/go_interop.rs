@@ -421,7 +421,7 @@ fn the_rust_parent_refuses_an_unlisted_mount_and_the_go_child_gets_the_reason() 
         Err(SessionError::MountRefused(r @ PolicyRefusal::NotConfigured { .. })) => r,
         other => panic!("got {other:?}\n{exit}"),
     };
-    assert_eq!(h.mounts, [a.clone()], "the refused source was opened");
+    assert_eq!(h.mounts, [a], "the refused source was opened");
     assert_eq!(exit.code, Some(0), "{exit}");
     let text = refusal_text(&refusal);
     assert!(text.ends_with("(the configured mount at \"/a\" differs in source)"));

@@ -135,7 +135,7 @@ func TestPeerExec(t *testing.T) {
 		t.Fatalf("exit codes parent %d child %d", parent.code, child.code)
 	}
 	expectLines(t, "child", child.lines(), "send Ready", "recv Run", "send Seccomp child-fd=2", "recv SeccompDone", "close", "done")
-	expectLines(t, "parent", parent.lines(), "recv Ready", "send Run", "recv Seccomp child-fd=2", "seccomp child-fd=2", "send SeccompDone", "done")
+	expectLines(t, "parent", parent.lines(), "recv Ready", "send Run", "recv Seccomp child-fd=2", "seccomp child-fd=2 copied mode=010000 ok", "send SeccompDone", "done")
 }
 
 func TestPeerRequestUnlisted(t *testing.T) {

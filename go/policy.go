@@ -132,7 +132,9 @@ func MountMatches(configured, request *pb.Mount) bool {
 	return firstDifference(configured, request) == ""
 }
 
-// MountsEqual is [MountMatches] (kept for existing callers).
+// MountsEqual is [MountMatches].
+//
+// Deprecated: use [MountMatches], whose name says what it checks.
 func MountsEqual(a, b *pb.Mount) bool { return MountMatches(a, b) }
 
 // firstDifference is the first of MatchedFields in which a and b differ,

@@ -498,3 +498,84 @@ func TestAllowList(t *testing.T) {
 		t.Fatal("empty list served a mount")
 	}
 }
+
+// A parent that breaks the protocol (a wrong reply) leaves the child
+// Broken: the reply's fd is closed, nothing acts on it, and the child may
+// still send one Error explaining why before it closes (orderly then).
+func TestChildMayExplainAViolationWithOneError(t *testing.T) {
+	noLeak(t, func() {
+		a, b := pair(t)
+		defer b.Close()
+		c := NewChild(a, Options{Flow: FlowInit, Timeout: 5 * time.Second})
+		done := make(chan *pb.SyncMessage, 1)
+		go func() {
+			_, _, _ = b.Recv(soon())
+			f, _ := os.Open("/")
+			_ = b.Send(MountFdMessage(KindPlainOpen, "/srv"), f) // answers Hooks with MountFd
+			f.Close()
+			m, _, _ := b.Recv(soon())
+			done <- m
+		}()
+		var pe *ProtocolError
+		if err := c.Hooks(); !errors.As(err, &pe) || !pe.ByPeer() || c.State() != StateBroken ||
+			pe.Detail() != "in state AwaitHooksDone (init, child): expected HooksDone or Error from parent, got MountFd" {
+			t.Fatalf("got %v, state %s", err, c.State())
+		}
+		if err := c.Fail(pe.Detail()); err != nil {
+			t.Fatal(err)
+		}
+		if m := <-done; m.GetType() != TypeError || m.GetError().GetMessage() != pe.Detail() {
+			t.Fatalf("parent got %v", m)
+		}
+		if err := c.Fail("again"); !errors.As(err, &pe) || pe.ByPeer() {
+			t.Fatalf("second Error: %v", err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("close after Error: %v", err)
+		}
+	})
+}
+
+// Fail never writes to a connection the parent has shut down (runc
+// #4171): it reports the close instead.
+func TestChildFailDoesNotWriteToAClosedParent(t *testing.T) {
+	a, b := pair(t)
+	c := NewChild(a, Options{Flow: FlowExec})
+	if err := b.ShutdownWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Fail("too late"); !errors.Is(err, ErrPeerClosed) || c.State() != StateClosed {
+		t.Fatalf("got %v, state %s", err, c.State())
+	}
+	if _, _, err := b.Recv(time.Now().Add(20 * time.Millisecond)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("something was written: %v", err)
+	}
+	b.Close()
+	c.Close()
+}
+
+// A handler failure is answered with "<Request> failed in the parent: ...",
+// as the Rust parent words it.
+func TestParentHandlerFailureText(t *testing.T) {
+	a, b := pair(t)
+	defer b.Close()
+	done := make(chan error, 1)
+	go func() {
+		done <- NewParent(a, ParentOptions{Options: Options{Flow: FlowExec}}).Serve(HandlerFuncs{
+			ReadyFunc: func() error { return errors.New("cgroup: EBUSY") },
+		})
+	}()
+	c := NewChild(b, Options{Flow: FlowExec, Timeout: 5 * time.Second})
+	var re *RemoteError
+	if err := c.Ready(); !errors.As(err, &re) || re.Message != "Ready failed in the parent: cgroup: EBUSY" {
+		t.Fatalf("got %v", err)
+	}
+	var he *HandlerError
+	if err := <-done; !errors.As(err, &he) || he.Request != TypeReady {
+		t.Fatalf("parent: %v", err)
+	}
+	if c.State() != StateFailed {
+		t.Fatalf("state %s", c.State())
+	}
+	c.Close()
+}

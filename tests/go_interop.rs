@@ -18,6 +18,8 @@
 //! (then they fail). Every test holds one lock (fd counts) and checks that
 //! /proc/self/fd has as many entries afterwards as before.
 
+mod go_build;
+
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -57,33 +59,7 @@ fn fd_count() -> usize {
 /// printed) when Go is not installed and this is not CI.
 fn go_peer() -> Option<&'static Path> {
     static PEER: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PEER.get_or_init(|| {
-        let go_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("go");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("procsync-peer");
-        let built = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg("./cmd/procsync-peer")
-            .current_dir(&go_dir)
-            .stdin(Stdio::null())
-            .output();
-        match built {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("CI=true but `go` is not installed: the Go interop tests cannot run");
-                }
-                eprintln!("skipped: `go` is not installed, so the Go interop tests cannot run");
-                None
-            }
-            Err(e) => panic!("running go build: {e}"),
-            Ok(o) if !o.status.success() => panic!(
-                "go build ./cmd/procsync-peer failed:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Ok(_) => Some(out),
-        }
-    })
-    .as_deref()
+    go_build::go_binary(&PEER, "procsync-peer")
 }
 
 /// Holds the lock, builds the peer and remembers the fd count; checks the

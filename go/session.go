@@ -15,7 +15,10 @@ import (
 	pb "github.com/procsync/procsync/go/procsyncpb"
 )
 
-// DefaultTimeout is how long a session waits for one message by default.
+// DefaultTimeout is how long a parent waits for each message from the child
+// by default (runc's mount-source thread waits as long for a request). A
+// child waits without a limit by default, as in the Rust crate: its parent
+// is expected to outlive it (set PeerPidfd to end the wait when it dies).
 const DefaultTimeout = 60 * time.Second
 
 // maxErrorText caps the text of an Error a session sends on its own.
@@ -25,8 +28,9 @@ const maxErrorText = 4096
 type Options struct {
 	// Flow is the exchange to run (init or exec).
 	Flow Flow
-	// Timeout bounds the wait for each message from the peer: zero means
-	// [DefaultTimeout], a negative value means no limit.
+	// Timeout bounds the wait for each message from the peer. Zero means
+	// the role's default: [DefaultTimeout] for a [Parent], no limit for a
+	// [Child]; a negative value means no limit.
 	Timeout time.Duration
 	// PeerPidfd, when set, is a pidfd of the peer process (see
 	// [PidfdOpen]); a wait fails with [ErrPeerDied] once the peer exited
@@ -56,14 +60,17 @@ func (o *Options) trace(sent bool, msg *pb.SyncMessage, fd bool) {
 	o.Trace(sent, msg)
 }
 
-func (o *Options) deadline() time.Time {
-	switch {
-	case o.Timeout < 0:
-		return time.Time{}
-	case o.Timeout == 0:
-		return time.Now().Add(DefaultTimeout)
+// deadline is when the current wait ends (zero: never); zero Timeout
+// means def.
+func (o *Options) deadline(def time.Duration) time.Time {
+	t := o.Timeout
+	if t == 0 {
+		t = def
 	}
-	return time.Now().Add(o.Timeout)
+	if t <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(t)
 }
 
 func (o *Options) apply(s *SyncSocket) {
@@ -170,7 +177,7 @@ func (c *Child) request(msg *pb.SyncMessage, fd int) (*pb.SyncMessage, *os.File,
 	}
 	_ = c.m.OnSend(ty)
 	c.opts.trace(true, msg, fd >= 0)
-	reply, f, err := c.sock.Recv(c.opts.deadline())
+	reply, f, err := c.sock.Recv(c.opts.deadline(-1))
 	if err != nil {
 		if errors.Is(err, ErrPeerClosed) {
 			return nil, nil, c.peerGone("wait for the reply to "+TypeName(ty), err)
@@ -433,7 +440,7 @@ func (p *Parent) Serve(h Handler) error {
 		return ErrClosed
 	}
 	for {
-		msg, f, err := p.sock.Recv(p.opts.deadline())
+		msg, f, err := p.sock.Recv(p.opts.deadline(DefaultTimeout))
 		if err != nil {
 			if errors.Is(err, ErrPeerClosed) {
 				if perr := p.m.OnPeerClosed(); perr != nil {
@@ -601,9 +608,12 @@ func OpenTree(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 	return os.NewFile(uintptr(fd), req.GetSource()), KindOpenTree, nil
 }
 
-// HandlerFuncs adapts functions to a Handler; a nil function means the
-// default: Mount uses OpenPlain, Hooks and Ready do nothing, Seccomp closes
-// the attached fd.
+// HandlerFuncs adapts functions to a Handler. A nil function means the
+// Rust crate's ParentHandler default: Mount serves no mounts (pass
+// OpenPlain or OpenTree), Hooks and Ready do nothing, Seccomp refuses the
+// fd (closing an attached one): a parent that runs no seccomp agent must
+// not pretend to take the fd. A refusal reaches the child as
+// "<Request> failed in the parent: ...".
 type HandlerFuncs struct {
 	MountFunc   func(req *pb.Mount) (*os.File, pb.MountSourceKind, error)
 	HooksFunc   func() error
@@ -614,7 +624,7 @@ type HandlerFuncs struct {
 // Mount implements Handler.
 func (h HandlerFuncs) Mount(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 	if h.MountFunc == nil {
-		return OpenPlain(req)
+		return nil, 0, fmt.Errorf("this parent serves no mount requests (asked for %s)", rustQuote(req.GetSource()))
 	}
 	return h.MountFunc(req)
 }
@@ -639,7 +649,7 @@ func (h HandlerFuncs) Ready() error {
 func (h HandlerFuncs) Seccomp(req SeccompRequest) error {
 	if h.SeccompFunc == nil {
 		closeFile(req.File)
-		return nil
+		return errors.New("this parent takes no seccomp notify fd")
 	}
 	return h.SeccompFunc(req)
 }

@@ -579,3 +579,49 @@ func TestParentHandlerFailureText(t *testing.T) {
 	}
 	c.Close()
 }
+
+// HandlerFuncs' defaults are the Rust ParentHandler's: no mounts served,
+// no seccomp fd taken (the attached one is closed), each answered with an
+// Error reply.
+func TestHandlerFuncsDefaultsRefuse(t *testing.T) {
+	noLeak(t, func() {
+		for _, tc := range []struct {
+			flow Flow
+			want string
+			run  func(c *Child) error
+		}{
+			{FlowInit, `MountPlease failed in the parent: this parent serves no mount requests (asked for "/srv")`,
+				func(c *Child) error { _, _, err := c.MountPlease(BindMount("/srv", "/srv")); return err }},
+			{FlowExec, "Seccomp failed in the parent: this parent takes no seccomp notify fd",
+				func(c *Child) error {
+					if err := c.Ready(); err != nil {
+						return err
+					}
+					r, w, err := os.Pipe()
+					if err != nil {
+						return err
+					}
+					defer r.Close()
+					defer w.Close()
+					return c.Seccomp(w)
+				}},
+		} {
+			a, b := pair(t)
+			done := make(chan error, 1)
+			go func() {
+				done <- NewParent(a, ParentOptions{Options: Options{Flow: tc.flow},
+					Mounts: []*pb.Mount{BindMount("/srv", "/srv")}}).Serve(HandlerFuncs{})
+			}()
+			c := NewChild(b, Options{Flow: tc.flow, Timeout: 5 * time.Second})
+			var re *RemoteError
+			if err := tc.run(c); !errors.As(err, &re) || re.Message != tc.want {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			var he *HandlerError
+			if err := <-done; !errors.As(err, &he) {
+				t.Fatalf("parent: %v", err)
+			}
+			c.Close()
+		}
+	})
+}

@@ -625,3 +625,34 @@ func TestHandlerFuncsDefaultsRefuse(t *testing.T) {
 		}
 	})
 }
+
+// A reply the parent's own codec refuses (a MountFd of an unspecified
+// kind) still answers the child: with an Error naming the cause, as the
+// Rust parent does; the handler's fd is closed.
+func TestParentReplyItCannotSendBecomesAnError(t *testing.T) {
+	noLeak(t, func() {
+		a, b := pair(t)
+		done := make(chan error, 1)
+		go func() {
+			done <- NewParent(a, ParentOptions{Options: Options{Flow: FlowInit},
+				Mounts: []*pb.Mount{BindMount("/", "/r")}}).Serve(HandlerFuncs{
+				MountFunc: func(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
+					f, err := os.Open("/")
+					return f, pb.MountSourceKind_MOUNT_SOURCE_KIND_UNSPECIFIED, err
+				},
+			})
+		}()
+		c := NewChild(b, Options{Flow: FlowInit, Timeout: 5 * time.Second})
+		var re *RemoteError
+		_, _, err := c.MountPlease(BindMount("/", "/r"))
+		if !errors.As(err, &re) || !strings.HasPrefix(re.Message, "MountPlease failed in the parent: cannot send MountFd: ") {
+			t.Fatalf("got %v", err)
+		}
+		var he *HandlerError
+		var ee *EncodeError
+		if err := <-done; !errors.As(err, &he) || !errors.As(err, &ee) {
+			t.Fatalf("parent: %v", err)
+		}
+		c.Close()
+	})
+}

@@ -13,10 +13,14 @@
 //     sendmsg/recvmsg, with at most one fd as SCM_RIGHTS, deadlines, and
 //     peer-death detection through a pidfd.
 //   - State: [Machine] knows which message may follow which, for both roles
-//     and both flows ([FlowInit], [FlowExec]).
+//     and both flows ([FlowInit], [FlowExec]): the Rust crate's machine, with
+//     the same state names, Broken and crossing-Error rules, close rules and
+//     error texts (tests/vectors/state.json, generated from the Rust
+//     machine, holds both to it).
 //   - Sessions: [Child] and [Parent] drive a whole exchange: the child asks
 //     (MountPlease, Hooks, Ready, Seccomp), the parent answers through a
-//     [Handler] and a [MountPolicy].
+//     [Handler] and a [MountPolicy] ([AllowList] by default: only the
+//     configured mounts, each once), behaving as the Rust sessions do.
 //
 // The package is Linux-only where it touches the kernel; the codec and the
 // state machine are pure Go.

@@ -7,17 +7,18 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/procsync/procsync/go/procsyncpb"
 )
 
-// DefaultTimeout is how long a session waits for one message by default.
+// DefaultTimeout is how long a parent waits for each message from the child
+// by default (runc's mount-source thread waits as long for a request). A
+// child waits without a limit by default, as in the Rust crate: its parent
+// is expected to outlive it (set PeerPidfd to end the wait when it dies).
 const DefaultTimeout = 60 * time.Second
 
 // maxErrorText caps the text of an Error a session sends on its own.
@@ -27,8 +28,9 @@ const maxErrorText = 4096
 type Options struct {
 	// Flow is the exchange to run (init or exec).
 	Flow Flow
-	// Timeout bounds the wait for each message from the peer: zero means
-	// [DefaultTimeout], a negative value means no limit.
+	// Timeout bounds the wait for each message from the peer. Zero means
+	// the role's default: [DefaultTimeout] for a [Parent], no limit for a
+	// [Child]; a negative value means no limit.
 	Timeout time.Duration
 	// PeerPidfd, when set, is a pidfd of the peer process (see
 	// [PidfdOpen]); a wait fails with [ErrPeerDied] once the peer exited
@@ -58,14 +60,17 @@ func (o *Options) trace(sent bool, msg *pb.SyncMessage, fd bool) {
 	o.Trace(sent, msg)
 }
 
-func (o *Options) deadline() time.Time {
-	switch {
-	case o.Timeout < 0:
-		return time.Time{}
-	case o.Timeout == 0:
-		return time.Now().Add(DefaultTimeout)
+// deadline is when the current wait ends (zero: never); zero Timeout
+// means def.
+func (o *Options) deadline(def time.Duration) time.Time {
+	t := o.Timeout
+	if t == 0 {
+		t = def
 	}
-	return time.Now().Add(o.Timeout)
+	if t <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(t)
 }
 
 func (o *Options) apply(s *SyncSocket) {
@@ -157,29 +162,31 @@ func NewChild(sock *SyncSocket, opts Options) *Child {
 func (c *Child) State() State { return c.m.State() }
 
 func (c *Child) request(msg *pb.SyncMessage, fd int) (*pb.SyncMessage, *os.File, error) {
-	if c.closed {
-		return nil, nil, ErrClosed
+	if err := c.checkOpen(); err != nil {
+		return nil, nil, err
 	}
 	ty := msg.GetType()
-	if err := c.m.Check(ChildToParent, ty); err != nil {
+	if err := c.m.CheckSend(ty); err != nil {
 		return nil, nil, err
 	}
 	if err := c.sock.SendFD(msg, fd); err != nil {
+		if errors.Is(err, ErrPeerClosed) {
+			return nil, nil, c.peerGone("send "+TypeName(ty), err)
+		}
 		return nil, nil, &SessionError{Role: RoleChild, State: c.m.State(), Op: "send " + TypeName(ty), Err: err}
 	}
-	_ = c.m.Step(ChildToParent, ty)
+	_ = c.m.OnSend(ty)
 	c.opts.trace(true, msg, fd >= 0)
-	reply, f, err := c.sock.Recv(c.opts.deadline())
+	reply, f, err := c.sock.Recv(c.opts.deadline(-1))
 	if err != nil {
 		if errors.Is(err, ErrPeerClosed) {
-			if perr := c.m.OnPeerClosed(); perr != nil {
-				perr.(*ProtocolError).Err = ErrPeerClosed
-				return nil, nil, perr
-			}
+			return nil, nil, c.peerGone("wait for the reply to "+TypeName(ty), err)
 		}
 		return nil, nil, &SessionError{Role: RoleChild, State: c.m.State(), Op: "wait for the reply to " + TypeName(ty), Err: err}
 	}
 	if err := c.m.OnRecv(reply.GetType()); err != nil {
+		// Broken: nothing acts on the reply; its fd is closed. The caller
+		// may still Fail (one Error) and must Close.
 		closeFile(f)
 		return nil, nil, err
 	}
@@ -189,6 +196,31 @@ func (c *Child) request(msg *pb.SyncMessage, fd int) (*pb.SyncMessage, *os.File,
 		return nil, nil, &RemoteError{From: RoleParent, Message: reply.GetError().GetMessage(), Pending: ty}
 	}
 	return reply, f, nil
+}
+
+// checkOpen refuses any write once the connection is over.
+func (c *Child) checkOpen() error {
+	switch {
+	case c.closed:
+		return ErrClosed
+	case c.m.State() == StateClosed && c.m.ClosedBy() == OriginPeer:
+		return fmt.Errorf("procsync: nothing sent: %w", ErrPeerClosed)
+	case c.m.State() == StateClosed:
+		return ErrClosed
+	}
+	return nil
+}
+
+// peerGone records that the parent closed while op ran and explains it: a
+// close while a request is pending is the parent's protocol violation.
+func (c *Child) peerGone(op string, err error) error {
+	state := c.m.State()
+	if perr := c.m.OnPeerClosed(); perr != nil {
+		pe := perr.(*ProtocolError)
+		pe.Err = ErrPeerClosed
+		return pe
+	}
+	return &SessionError{Role: RoleChild, State: state, Op: op, Err: err}
 }
 
 func closeFile(f *os.File) {
@@ -250,34 +282,67 @@ func (c *Child) SeccompChildFD(fd int32) error {
 	return err
 }
 
-// Fail sends an Error with msg (trimmed to fit): the exchange ends.
-// It fails with ErrClosed after Close, and with a *ProtocolError after an
-// Error either way.
+// Fail sends an Error with msg (trimmed to fit): the exchange ends. It
+// is allowed in every state before close, also after the parent broke the
+// protocol (Broken: one Error explaining why). It never writes to a closed
+// connection (runc issue #4171): when the parent has closed or shut down
+// its sending side it writes nothing and returns an error wrapping
+// ErrPeerClosed. After Close it fails with ErrClosed, after an Error with a
+// *ProtocolError.
 func (c *Child) Fail(msg string) error {
-	if c.closed {
-		return ErrClosed
-	}
-	if err := c.m.Check(ChildToParent, TypeError); err != nil {
+	if err := c.checkOpen(); err != nil {
 		return err
+	}
+	if err := c.m.CheckSend(TypeError); err != nil {
+		return err
+	}
+	hungUp, err := peerHungUp(c.sock)
+	if err != nil {
+		return &SessionError{Role: RoleChild, State: c.m.State(), Op: "send Error", Err: err}
+	}
+	if hungUp {
+		_ = c.m.OnPeerClosed() // closed either way; orderly or not does not matter now
+		return fmt.Errorf("procsync: Error not sent: %w", ErrPeerClosed)
 	}
 	m := ErrorMessage(errorText(msg))
 	if err := c.sock.SendFD(m, -1); err != nil {
+		if errors.Is(err, ErrPeerClosed) {
+			return c.peerGone("send Error", err)
+		}
 		return &SessionError{Role: RoleChild, State: c.m.State(), Op: "send Error", Err: err}
 	}
-	_ = c.m.Step(ChildToParent, TypeError)
+	_ = c.m.OnSend(TypeError)
 	c.opts.trace(true, m, false)
 	return nil
 }
 
-// Close ends the child's side and closes the socket. Closing before Run
-// (or with Seccomp pending) without a Fail first is a protocol error,
-// returned after the socket is closed anyway.
+// peerHungUp reports, without reading or blocking, whether the peer closed
+// or shut down its sending side (POLLHUP or POLLRDHUP right now).
+func peerHungUp(s *SyncSocket) (bool, error) {
+	pfd := []unix.PollFd{{Fd: int32(s.Fd()), Events: unix.POLLRDHUP}}
+	for {
+		_, err := unix.Poll(pfd, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, os.NewSyscallError("poll", err)
+		}
+		return pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0, nil
+	}
+}
+
+// Close ends the child's side and closes the socket. Closing where the
+// protocol does not allow it (before Run, or with a request pending,
+// without a Fail first) returns a *ProtocolError after the socket is
+// closed anyway, so the caller knows the parent sees a violation.
 func (c *Child) Close() error {
 	if c.closed {
 		return nil
 	}
 	c.closed = true
-	perr := c.m.OnLocalClose()
+	perr := c.m.CheckClose()
+	c.m.OnClose()
 	if err := c.sock.Close(); err != nil {
 		return err
 	}
@@ -322,82 +387,6 @@ func (e *HandlerError) Error() string {
 // Unwrap returns the handler's error.
 func (e *HandlerError) Unwrap() error { return e.Err }
 
-// MountPolicy decides which mount requests the parent serves.
-type MountPolicy interface {
-	// Allow returns nil to serve req, or why not.
-	Allow(req *pb.Mount) error
-}
-
-// MountRefusedError is a mount request the policy refused; the child got
-// an Error reply saying so.
-type MountRefusedError struct {
-	Mount  *pb.Mount
-	Reason string
-}
-
-func (e *MountRefusedError) Error() string {
-	return fmt.Sprintf("procsync: mount %s -> %s refused: %s", e.Mount.GetSource(), e.Mount.GetDestination(), e.Reason)
-}
-
-// AllowList is the default MountPolicy: it serves only the configured
-// mounts (a request must equal one in every Mount field, see
-// [MountsEqual]), each at most once; a mount configured twice may be served
-// twice. It is safe for concurrent use.
-type AllowList struct {
-	mu     sync.Mutex
-	mounts []*pb.Mount
-	used   []bool
-}
-
-// NewAllowList returns a policy serving exactly mounts, each once.
-func NewAllowList(mounts ...*pb.Mount) *AllowList {
-	return &AllowList{mounts: mounts, used: make([]bool, len(mounts))}
-}
-
-// Allow implements MountPolicy.
-func (a *AllowList) Allow(req *pb.Mount) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	seen := false
-	for i, m := range a.mounts {
-		if !MountsEqual(m, req) {
-			continue
-		}
-		if !a.used[i] {
-			a.used[i] = true
-			return nil
-		}
-		seen = true
-	}
-	if seen {
-		return errors.New("already served once")
-	}
-	return errors.New("not in the configured set")
-}
-
-// MountsEqual reports whether a and b ask for the same mount: every field
-// equal, where an absent rec_attr or id_mapping equals a present one with
-// every field at its default (the two mean the same to the kernel).
-func MountsEqual(a, b *pb.Mount) bool {
-	return proto.Equal(normalizeMount(a), normalizeMount(b))
-}
-
-func normalizeMount(m *pb.Mount) *pb.Mount {
-	emptyAttr := m.GetRecAttr() != nil && proto.Equal(m.GetRecAttr(), &pb.MountAttr{})
-	emptyIDMap := m.GetIdMapping() != nil && proto.Equal(m.GetIdMapping(), &pb.IdMapping{})
-	if !emptyAttr && !emptyIDMap {
-		return m
-	}
-	c := proto.Clone(m).(*pb.Mount)
-	if emptyAttr {
-		c.RecAttr = nil
-	}
-	if emptyIDMap {
-		c.IdMapping = nil
-	}
-	return c
-}
-
 // ParentOptions configure a [Parent].
 type ParentOptions struct {
 	Options
@@ -437,20 +426,27 @@ func (p *Parent) State() State { return p.m.State() }
 // protocol violation including the child closing without Ready
 // (*ProtocolError), a refused mount (*MountRefusedError), a handler
 // failure (*HandlerError), or a transport or decode failure, timeout or
-// peer death (*SessionError). Every exit shuts down the sending side and
-// closes the socket, so a child still waiting reads EOF.
+// peer death (*SessionError). A refusal or handler failure is answered
+// with an Error reply first ("mount request refused: ...", "<Request>
+// failed in the parent: ..."), best effort. Every exit shuts down the
+// sending side and closes the socket, so a child still waiting reads EOF.
 func (p *Parent) Serve(h Handler) error {
 	defer func() {
+		p.m.OnClose()
 		_ = p.sock.ShutdownWrite()
 		_ = p.sock.Close()
 	}()
+	if p.m.State() == StateClosed {
+		return ErrClosed
+	}
 	for {
-		msg, f, err := p.sock.Recv(p.opts.deadline())
+		msg, f, err := p.sock.Recv(p.opts.deadline(DefaultTimeout))
 		if err != nil {
 			if errors.Is(err, ErrPeerClosed) {
 				if perr := p.m.OnPeerClosed(); perr != nil {
-					perr.(*ProtocolError).Err = ErrPeerClosed
-					return perr
+					pe := perr.(*ProtocolError)
+					pe.Err = ErrPeerClosed
+					return pe
 				}
 				return nil
 			}
@@ -458,7 +454,12 @@ func (p *Parent) Serve(h Handler) error {
 		}
 		ty := msg.GetType()
 		if err := p.m.OnRecv(ty); err != nil {
+			// Broken: the message is not acted on and its fd is closed.
+			// The parent may explain only if a request was pending.
 			closeFile(f)
+			if p.m.ExpectedSend().Contains(TypeError) {
+				p.replyError(err.(*ProtocolError).Detail())
+			}
 			return err
 		}
 		p.opts.trace(false, msg, f != nil)
@@ -482,11 +483,8 @@ func (p *Parent) serve(h Handler, msg *pb.SyncMessage, f *os.File) error {
 	case TypeMountPlease:
 		req := msg.GetMountPlease()
 		if err := p.policy.Allow(req); err != nil {
-			refused := &MountRefusedError{Mount: req, Reason: err.Error()}
-			if serr := p.reply(ty, ErrorMessage(errorText(refused.Error())), nil); serr != nil {
-				return serr
-			}
-			return refused
+			p.replyError(RefusalText(err))
+			return &MountRefusedError{Mount: req, Reason: err.Error(), Err: err}
 		}
 		var kind pb.MountSourceKind
 		replyFile, kind, herr = h.Mount(req)
@@ -507,26 +505,24 @@ func (p *Parent) serve(h Handler, msg *pb.SyncMessage, f *os.File) error {
 		}
 		herr = h.Seccomp(req)
 		reply = SeccompDoneMessage()
+	default:
+		// The machine admits only the child's requests (and Error).
+		closeFile(f)
+		herr = fmt.Errorf("unexpected %s from the child", TypeName(ty))
 	}
 	if herr != nil {
 		closeFile(replyFile)
-		if serr := p.reply(ty, ErrorMessage(errorText(herr.Error())), nil); serr != nil {
-			return serr
-		}
+		p.replyError(TypeName(ty) + " failed in the parent: " + herr.Error())
 		return &HandlerError{Request: ty, Err: herr}
 	}
 	err := p.reply(ty, reply, replyFile)
 	closeFile(replyFile)
-	if err != nil {
-		// A reply that cannot be encoded (e.g. an unknown kind from the
-		// handler) is the handler's fault; tell the child.
-		var ee *EncodeError
-		if errors.As(err, &ee) {
-			if serr := p.reply(ty, ErrorMessage(errorText(err.Error())), nil); serr != nil {
-				return serr
-			}
-			return &HandlerError{Request: ty, Err: err}
-		}
+	var ee *EncodeError
+	if errors.As(err, &ee) {
+		// A reply this side cannot encode (e.g. an unknown kind from the
+		// handler) still answers the child: with an Error.
+		p.replyError(fmt.Sprintf("%s failed in the parent: cannot send %s: %v", TypeName(ty), TypeName(reply.GetType()), err))
+		return &HandlerError{Request: ty, Err: err}
 	}
 	return err
 }
@@ -534,7 +530,7 @@ func (p *Parent) serve(h Handler, msg *pb.SyncMessage, f *os.File) error {
 // reply sends the reply to request req, checked against the state machine.
 func (p *Parent) reply(req pb.MessageType, msg *pb.SyncMessage, f *os.File) error {
 	ty := msg.GetType()
-	if err := p.m.Check(ParentToChild, ty); err != nil {
+	if err := p.m.CheckSend(ty); err != nil {
 		return err
 	}
 	if err := p.sock.Send(msg, f); err != nil {
@@ -542,12 +538,49 @@ func (p *Parent) reply(req pb.MessageType, msg *pb.SyncMessage, f *os.File) erro
 		if errors.As(err, &ee) {
 			return err
 		}
-		return &SessionError{Role: RoleParent, State: p.m.State(), Op: "send " + TypeName(ty) + " (reply to " + TypeName(req) + ")", Err: err}
+		state := p.m.State()
+		if errors.Is(err, ErrPeerClosed) {
+			if perr := p.m.OnPeerClosed(); perr != nil {
+				pe := perr.(*ProtocolError)
+				pe.Err = ErrPeerClosed
+				return pe
+			}
+		}
+		return &SessionError{Role: RoleParent, State: state, Op: "send " + TypeName(ty) + " (reply to " + TypeName(req) + ")", Err: err}
 	}
-	_ = p.m.Step(ParentToChild, ty)
+	_ = p.m.OnSend(ty)
 	p.opts.trace(true, msg, f != nil)
 	return nil
 }
+
+// replyError sends the Error reply to the pending request. Best effort: a
+// child that already closed or died cannot be told, and the caller's error
+// (the refusal, the handler's failure) is the one that matters.
+func (p *Parent) replyError(text string) {
+	m := ErrorMessage(errorText(text))
+	if p.m.CheckSend(TypeError) != nil || p.sock.Send(m, nil) != nil {
+		return
+	}
+	_ = p.m.OnSend(TypeError)
+	p.opts.trace(true, m, false)
+}
+
+// MountRefusedError is a mount request the policy refused; the child got
+// an Error reply saying so ([RefusalText]) and the parent opened nothing.
+type MountRefusedError struct {
+	Mount *pb.Mount
+	// Reason is the refusal's text (the Error reply without RefusalPrefix).
+	Reason string
+	// Err is the policy's error (a *PolicyRefusal for AllowList).
+	Err error
+}
+
+func (e *MountRefusedError) Error() string {
+	return "procsync: refused a mount request: " + e.Reason
+}
+
+// Unwrap returns the policy's error.
+func (e *MountRefusedError) Unwrap() error { return e.Err }
 
 // OpenPlain is a Mount handler building block: an O_PATH fd of
 // req.Source (kind plain-open).
@@ -575,9 +608,12 @@ func OpenTree(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 	return os.NewFile(uintptr(fd), req.GetSource()), KindOpenTree, nil
 }
 
-// HandlerFuncs adapts functions to a Handler; a nil function means the
-// default: Mount uses OpenPlain, Hooks and Ready do nothing, Seccomp closes
-// the attached fd.
+// HandlerFuncs adapts functions to a Handler. A nil function means the
+// Rust crate's ParentHandler default: Mount serves no mounts (pass
+// OpenPlain or OpenTree), Hooks and Ready do nothing, Seccomp refuses the
+// fd (closing an attached one): a parent that runs no seccomp agent must
+// not pretend to take the fd. A refusal reaches the child as
+// "<Request> failed in the parent: ...".
 type HandlerFuncs struct {
 	MountFunc   func(req *pb.Mount) (*os.File, pb.MountSourceKind, error)
 	HooksFunc   func() error
@@ -588,7 +624,7 @@ type HandlerFuncs struct {
 // Mount implements Handler.
 func (h HandlerFuncs) Mount(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 	if h.MountFunc == nil {
-		return OpenPlain(req)
+		return nil, 0, fmt.Errorf("this parent serves no mount requests (asked for %s)", rustQuote(req.GetSource()))
 	}
 	return h.MountFunc(req)
 }
@@ -613,7 +649,7 @@ func (h HandlerFuncs) Ready() error {
 func (h HandlerFuncs) Seccomp(req SeccompRequest) error {
 	if h.SeccompFunc == nil {
 		closeFile(req.File)
-		return nil
+		return errors.New("this parent takes no seccomp notify fd")
 	}
 	return h.SeccompFunc(req)
 }

@@ -156,7 +156,7 @@ func runChildScenario(scenario string) error {
 	case "hooks-refused":
 		err := c.Hooks()
 		var re *RemoteError
-		if !errors.As(err, &re) || re.Message != "hook exited 1" {
+		if !errors.As(err, &re) || re.Message != "Hooks failed in the parent: hook exited 1" {
 			return fmt.Errorf("want hook failure, got %v", err)
 		}
 		return c.Close()
@@ -297,7 +297,7 @@ func TestSessionMountRefused(t *testing.T) {
 	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit},
 		Mounts: []*pb.Mount{BindMount(dir+"/a", "/a")}}).Serve(rec)
 	var mr *MountRefusedError
-	if !errors.As(err, &mr) || mr.Mount.GetDestination() != "/elsewhere" || !strings.Contains(mr.Reason, "not in the configured set") {
+	if !errors.As(err, &mr) || mr.Mount.GetDestination() != "/elsewhere" || mr.Reason != `mount request "`+dir+`/a" -> "/elsewhere" is not one of the container's configured mounts` {
 		t.Fatalf("got %v", err)
 	}
 	cp.wait(t, true)
@@ -312,7 +312,7 @@ func TestSessionMountServedOnce(t *testing.T) {
 	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit},
 		Mounts: []*pb.Mount{BindMount(dir+"/a", "/a")}}).Serve(newRecorder())
 	var mr *MountRefusedError
-	if !errors.As(err, &mr) || mr.Reason != "already served once" {
+	if !errors.As(err, &mr) || mr.Reason != `mount request "`+dir+`/a" -> "/a" was already served (configured mount #0); each configured mount is served once` {
 		t.Fatalf("got %v", err)
 	}
 	cp.wait(t, true)
@@ -446,7 +446,9 @@ func TestAllowList(t *testing.T) {
 	if err := p.Allow(BindMount("/srv/a", "/a")); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Allow(a); err == nil || err.Error() != "already served once" {
+	var pr *PolicyRefusal
+	if err := p.Allow(a); !errors.As(err, &pr) || pr.Kind != RefusalAlreadyServed || pr.Index != 0 ||
+		err.Error() != `mount request "/srv/a" -> "/a" was already served (configured mount #0); each configured mount is served once` {
 		t.Fatalf("second /a: %v", err)
 	}
 	// Listed twice: served twice.
@@ -459,7 +461,6 @@ func TestAllowList(t *testing.T) {
 	for _, m := range []*pb.Mount{
 		BindMount("/srv/a", "/b"),
 		{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind | MsRec},
-		{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind, Relabel: "Z"},
 		{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind, RecAttr: &pb.MountAttr{AttrSet: 1}},
 	} {
 		q := NewAllowList(BindMount("/srv/a", "/a"))
@@ -467,10 +468,26 @@ func TestAllowList(t *testing.T) {
 			t.Fatalf("served %v", m)
 		}
 	}
-	// An empty rec_attr means the same as none.
+	// extensions and relabel are not compared.
 	q := NewAllowList(BindMount("/srv/a", "/a"))
+	if err := q.Allow(&pb.Mount{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind, Relabel: "Z", Extensions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// The nearest configured mount at the same destination names the field.
+	q = NewAllowList(BindMount("/srv/a", "/a"))
+	err := q.Allow(&pb.Mount{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind | MsRec})
+	if !errors.As(err, &pr) || pr.Kind != RefusalNotConfigured || err.Error() !=
+		`mount request "/srv/a" -> "/a" is not one of the container's configured mounts (the configured mount at "/a" differs in flags)` {
+		t.Fatalf("got %v", err)
+	}
+	if got := RefusalText(err); got != RefusalPrefix+err.Error() || RefusalText(Denied("no")) != "mount request refused: no" {
+		t.Fatalf("refusal text %q", got)
+	}
+	// An empty rec_attr or id_mapping means the same as none.
+	q = NewAllowList(BindMount("/srv/a", "/a"))
 	m := BindMount("/srv/a", "/a")
 	m.RecAttr = &pb.MountAttr{}
+	m.IdMapping = &pb.IdMapping{}
 	if err := q.Allow(m); err != nil {
 		t.Fatal(err)
 	}
@@ -480,4 +497,162 @@ func TestAllowList(t *testing.T) {
 	if err := NewAllowList().Allow(a); err == nil {
 		t.Fatal("empty list served a mount")
 	}
+}
+
+// A parent that breaks the protocol (a wrong reply) leaves the child
+// Broken: the reply's fd is closed, nothing acts on it, and the child may
+// still send one Error explaining why before it closes (orderly then).
+func TestChildMayExplainAViolationWithOneError(t *testing.T) {
+	noLeak(t, func() {
+		a, b := pair(t)
+		defer b.Close()
+		c := NewChild(a, Options{Flow: FlowInit, Timeout: 5 * time.Second})
+		done := make(chan *pb.SyncMessage, 1)
+		go func() {
+			_, _, _ = b.Recv(soon())
+			f, _ := os.Open("/")
+			_ = b.Send(MountFdMessage(KindPlainOpen, "/srv"), f) // answers Hooks with MountFd
+			f.Close()
+			m, _, _ := b.Recv(soon())
+			done <- m
+		}()
+		var pe *ProtocolError
+		if err := c.Hooks(); !errors.As(err, &pe) || !pe.ByPeer() || c.State() != StateBroken ||
+			pe.Detail() != "in state AwaitHooksDone (init, child): expected HooksDone or Error from parent, got MountFd" {
+			t.Fatalf("got %v, state %s", err, c.State())
+		}
+		if err := c.Fail(pe.Detail()); err != nil {
+			t.Fatal(err)
+		}
+		if m := <-done; m.GetType() != TypeError || m.GetError().GetMessage() != pe.Detail() {
+			t.Fatalf("parent got %v", m)
+		}
+		if err := c.Fail("again"); !errors.As(err, &pe) || pe.ByPeer() {
+			t.Fatalf("second Error: %v", err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("close after Error: %v", err)
+		}
+	})
+}
+
+// Fail never writes to a connection the parent has shut down (runc
+// #4171): it reports the close instead.
+func TestChildFailDoesNotWriteToAClosedParent(t *testing.T) {
+	a, b := pair(t)
+	c := NewChild(a, Options{Flow: FlowExec})
+	if err := b.ShutdownWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Fail("too late"); !errors.Is(err, ErrPeerClosed) || c.State() != StateClosed {
+		t.Fatalf("got %v, state %s", err, c.State())
+	}
+	if _, _, err := b.Recv(time.Now().Add(20 * time.Millisecond)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("something was written: %v", err)
+	}
+	b.Close()
+	c.Close()
+}
+
+// A handler failure is answered with "<Request> failed in the parent: ...",
+// as the Rust parent words it.
+func TestParentHandlerFailureText(t *testing.T) {
+	a, b := pair(t)
+	defer b.Close()
+	done := make(chan error, 1)
+	go func() {
+		done <- NewParent(a, ParentOptions{Options: Options{Flow: FlowExec}}).Serve(HandlerFuncs{
+			ReadyFunc: func() error { return errors.New("cgroup: EBUSY") },
+		})
+	}()
+	c := NewChild(b, Options{Flow: FlowExec, Timeout: 5 * time.Second})
+	var re *RemoteError
+	if err := c.Ready(); !errors.As(err, &re) || re.Message != "Ready failed in the parent: cgroup: EBUSY" {
+		t.Fatalf("got %v", err)
+	}
+	var he *HandlerError
+	if err := <-done; !errors.As(err, &he) || he.Request != TypeReady {
+		t.Fatalf("parent: %v", err)
+	}
+	if c.State() != StateFailed {
+		t.Fatalf("state %s", c.State())
+	}
+	c.Close()
+}
+
+// HandlerFuncs' defaults are the Rust ParentHandler's: no mounts served,
+// no seccomp fd taken (the attached one is closed), each answered with an
+// Error reply.
+func TestHandlerFuncsDefaultsRefuse(t *testing.T) {
+	noLeak(t, func() {
+		for _, tc := range []struct {
+			flow Flow
+			want string
+			run  func(c *Child) error
+		}{
+			{FlowInit, `MountPlease failed in the parent: this parent serves no mount requests (asked for "/srv")`,
+				func(c *Child) error { _, _, err := c.MountPlease(BindMount("/srv", "/srv")); return err }},
+			{FlowExec, "Seccomp failed in the parent: this parent takes no seccomp notify fd",
+				func(c *Child) error {
+					if err := c.Ready(); err != nil {
+						return err
+					}
+					r, w, err := os.Pipe()
+					if err != nil {
+						return err
+					}
+					defer r.Close()
+					defer w.Close()
+					return c.Seccomp(w)
+				}},
+		} {
+			a, b := pair(t)
+			done := make(chan error, 1)
+			go func() {
+				done <- NewParent(a, ParentOptions{Options: Options{Flow: tc.flow},
+					Mounts: []*pb.Mount{BindMount("/srv", "/srv")}}).Serve(HandlerFuncs{})
+			}()
+			c := NewChild(b, Options{Flow: tc.flow, Timeout: 5 * time.Second})
+			var re *RemoteError
+			if err := tc.run(c); !errors.As(err, &re) || re.Message != tc.want {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			var he *HandlerError
+			if err := <-done; !errors.As(err, &he) {
+				t.Fatalf("parent: %v", err)
+			}
+			c.Close()
+		}
+	})
+}
+
+// A reply the parent's own codec refuses (a MountFd of an unspecified
+// kind) still answers the child: with an Error naming the cause, as the
+// Rust parent does; the handler's fd is closed.
+func TestParentReplyItCannotSendBecomesAnError(t *testing.T) {
+	noLeak(t, func() {
+		a, b := pair(t)
+		done := make(chan error, 1)
+		go func() {
+			done <- NewParent(a, ParentOptions{Options: Options{Flow: FlowInit},
+				Mounts: []*pb.Mount{BindMount("/", "/r")}}).Serve(HandlerFuncs{
+				MountFunc: func(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
+					f, err := os.Open("/")
+					return f, pb.MountSourceKind_MOUNT_SOURCE_KIND_UNSPECIFIED, err
+				},
+			})
+		}()
+		c := NewChild(b, Options{Flow: FlowInit, Timeout: 5 * time.Second})
+		var re *RemoteError
+		_, _, err := c.MountPlease(BindMount("/", "/r"))
+		if !errors.As(err, &re) || !strings.HasPrefix(re.Message, "MountPlease failed in the parent: cannot send MountFd: ") {
+			t.Fatalf("got %v", err)
+		}
+		var he *HandlerError
+		var ee *EncodeError
+		if err := <-done; !errors.As(err, &he) || !errors.As(err, &ee) {
+			t.Fatalf("parent: %v", err)
+		}
+		c.Close()
+	})
 }

@@ -2,231 +2,122 @@ package procsync
 
 import (
 	"errors"
-	"fmt"
-	"slices"
 	"strings"
 	"testing"
 
 	pb "github.com/procsync/procsync/go/procsyncpb"
 )
 
-// The protocol written out independently of state.go's tables, as the
-// legal sequences runc's child code produces.
-var specLegal = map[string]State{
-	// init: (MountPlease -> MountFd)* -> Hooks -> HooksDone -> Ready -> Run -> [Seccomp -> SeccompDone]
-	"Mounts c2p MountPlease":         StateMountPending,
-	"Mounts c2p Hooks":               StateHooksPending,
-	"MountPending p2c MountFd":       StateMounts,
-	"HooksPending p2c HooksDone":     StateBeforeReady,
-	"BeforeReady c2p Ready":          StateReadyPending,
-	"ReadyPending p2c Run":           StateRunning,
-	"Running c2p Seccomp":            StateSeccompPending,
-	"SeccompPending p2c SeccompDone": StateSeccompDone,
+// The exhaustive contract is tests/vectors/state.json (state_vectors_test.go);
+// these are the named situations of PROTOCOL.md §9, step by step, plus what
+// the Rust machine cannot be given (an unknown type number).
+
+type step struct {
+	ev   string // "send T", "recv T", "close", "peer-close"
+	fail string // "" = accepted; else the expected error's blame ("local"/"peer")
 }
 
-var allStates = []State{StateMounts, StateMountPending, StateHooksPending, StateBeforeReady,
-	StateReadyPending, StateRunning, StateSeccompPending, StateSeccompDone, StateClosed, StateFailed}
-
-func reachable(flow Flow, s State) bool {
-	if flow == FlowExec {
-		return s != StateMounts && s != StateMountPending && s != StateHooksPending
-	}
-	return true
-}
-
-func dirTag(d Direction) string {
-	if d == ChildToParent {
-		return "c2p"
-	}
-	return "p2c"
-}
-
-// specStep is the expected outcome of a message in the spec.
-func specStep(s State, d Direction, ty pb.MessageType) (State, bool) {
-	if s == StateClosed || s == StateFailed {
-		return s, false // nothing after close or Error
-	}
-	pending := s == StateMountPending || s == StateHooksPending || s == StateReadyPending || s == StateSeccompPending
-	if ty == TypeError {
-		// The child may fail at any point; the parent only as a reply.
-		if d == ChildToParent || pending {
-			return StateFailed, true
-		}
-		return s, false
-	}
-	next, ok := specLegal[fmt.Sprintf("%s %s %s", s, dirTag(d), TypeName(ty))]
-	return next, ok
-}
-
-func specClose(s State, d Direction) bool {
-	switch s {
-	case StateRunning, StateSeccompDone, StateFailed:
-		return true
-	case StateClosed:
-		return d == ParentToChild
-	}
-	return false
-}
-
-func machineAt(role Role, flow Flow, s State) *Machine {
-	m := NewMachine(role, flow)
-	m.state = s
-	return m
-}
-
-// Every (role, flow, state, direction, type): legal steps move to the
-// spec's state; every other is a *ProtocolError naming the state, the
-// expected set, what came, the direction and who caused it, and leaves
-// the state alone.
-func TestStateMachineExhaustive(t *testing.T) {
-	types := append([]pb.MessageType{pb.MessageType_MESSAGE_TYPE_UNSPECIFIED, 42}, AllTypes...)
-	checked := 0
-	for _, role := range []Role{RoleParent, RoleChild} {
-		for _, flow := range []Flow{FlowInit, FlowExec} {
-			for _, s := range allStates {
-				if !reachable(flow, s) {
-					continue
-				}
-				for _, d := range []Direction{ChildToParent, ParentToChild} {
-					var expected []pb.MessageType
-					for _, ty := range AllTypes {
-						if _, ok := specStep(s, d, ty); ok {
-							expected = append(expected, ty)
-						}
-					}
-					for _, ty := range types {
-						checked++
-						m := machineAt(role, flow, s)
-						var err error
-						if (d == ParentToChild) == (role == RoleParent) {
-							err = m.OnSend(ty)
-						} else {
-							err = m.OnRecv(ty)
-						}
-						want, ok := specStep(s, d, ty)
-						where := fmt.Sprintf("%s/%s/%s/%s/%s", role, flow, s, d, TypeName(ty))
-						if ok {
-							if err != nil || m.State() != want {
-								t.Fatalf("%s: got %v, state %s; want state %s", where, err, m.State(), want)
-							}
-							continue
-						}
-						var pe *ProtocolError
-						if !errors.As(err, &pe) {
-							t.Fatalf("%s: got %v, want a *ProtocolError", where, err)
-						}
-						if m.State() != s || pe.State != s || pe.Direction != d || pe.Got != ty || pe.Role != role ||
-							pe.Flow != flow || pe.Closed || !slices.Equal(pe.Expected, expected) {
-							t.Fatalf("%s: bad error %+v (state now %s, expected %v)", where, pe, m.State(), expected)
-						}
-						if pe.ByPeer() != ((role == RoleParent) == (d == ChildToParent)) {
-							t.Fatalf("%s: ByPeer %v", where, pe.ByPeer())
-						}
-						msg := pe.Error()
-						if !strings.Contains(msg, s.String()) || !strings.Contains(msg, TypeName(ty)) || !strings.Contains(msg, d.String()) {
-							t.Fatalf("%s: error text %q lacks state/type/direction", where, msg)
-						}
-					}
-					// Closing.
-					checked++
-					m := machineAt(role, flow, s)
-					var err error
-					if (d == ParentToChild) == (role == RoleParent) {
-						err = m.OnLocalClose()
-					} else {
-						err = m.OnPeerClosed()
-					}
-					if specClose(s, d) {
-						if err != nil || m.State() != StateClosed {
-							t.Fatalf("%s/%s/%s/%s close: %v", role, flow, s, d, err)
-						}
-					} else {
-						var pe *ProtocolError
-						if !errors.As(err, &pe) || !pe.Closed || pe.State != s || m.State() != s {
-							t.Fatalf("%s/%s/%s/%s close: got %v", role, flow, s, d, err)
-						}
-					}
-				}
+func runSteps(t *testing.T, role Role, flow Flow, steps []step) *Machine {
+	t.Helper()
+	m := *NewMachine(role, flow)
+	for i, s := range steps {
+		var err error
+		m, err = applyEvent(t, m, s.ev)
+		switch {
+		case s.fail == "" && err != nil:
+			t.Fatalf("step %d %s: %v", i, s.ev, err)
+		case s.fail != "" && err == nil:
+			t.Fatalf("step %d %s: accepted, want a %s error", i, s.ev, s.fail)
+		case s.fail != "":
+			var pe *ProtocolError
+			if !errors.As(err, &pe) || pe.Origin().String() != s.fail {
+				t.Fatalf("step %d %s: %v, want blame %s", i, s.ev, err, s.fail)
 			}
 		}
 	}
-	if checked != 2*(10+7)*2*12 {
-		t.Fatalf("checked %d cases", checked)
-	}
+	return &m
 }
 
-func TestStateMachineNamedViolations(t *testing.T) {
-	run := func(role Role, flow Flow, steps ...string) error {
-		m := NewMachine(role, flow)
-		for _, st := range steps {
-			var d Direction
-			name := st[4:]
-			if strings.HasPrefix(st, "c2p ") {
-				d = ChildToParent
-			} else {
-				d = ParentToChild
-			}
-			if name == "close" {
-				if err := m.Close(d); err != nil {
-					return err
-				}
-				continue
-			}
-			ty := TypeError
-			for _, x := range AllTypes {
-				if TypeName(x) == name {
-					ty = x
-				}
-			}
-			if err := m.Step(d, ty); err != nil {
-				return err
-			}
-		}
-		return nil
+func ok(evs ...string) []step {
+	out := make([]step, len(evs))
+	for i, e := range evs {
+		out[i] = step{ev: e}
 	}
+	return out
+}
+
+func TestStateScenarios(t *testing.T) {
 	cases := []struct {
-		name   string
-		flow   Flow
-		steps  []string
-		reason string // "" = legal
+		name  string
+		role  Role
+		flow  Flow
+		steps []step
+		final State
 	}{
-		{"full init", FlowInit, []string{"c2p MountPlease", "p2c MountFd", "c2p MountPlease", "p2c MountFd", "c2p Hooks", "p2c HooksDone", "c2p Ready", "p2c Run", "c2p Seccomp", "p2c SeccompDone", "c2p close", "p2c close"}, ""},
-		{"minimal init", FlowInit, []string{"c2p Hooks", "p2c HooksDone", "c2p Ready", "p2c Run", "c2p close"}, ""},
-		{"exec", FlowExec, []string{"c2p Ready", "p2c Run", "c2p close"}, ""},
-		{"refused mount", FlowInit, []string{"c2p MountPlease", "p2c Error", "c2p close"}, ""},
-		{"child fails", FlowInit, []string{"c2p MountPlease", "c2p Error", "c2p close"}, ""},
-		{"second Hooks", FlowInit, []string{"c2p Hooks", "p2c HooksDone", "c2p Hooks"}, ""},
-		{"second Ready", FlowExec, []string{"c2p Ready", "p2c Run", "c2p Ready"}, ""},
-		{"reply with no request", FlowInit, []string{"p2c MountFd"}, "no request is pending"},
-		{"request while pending", FlowInit, []string{"c2p MountPlease", "c2p Hooks"}, "MountPlease is still waiting for its reply"},
-		{"wrong reply", FlowInit, []string{"c2p MountPlease", "p2c HooksDone"}, "wrong reply to MountPlease"},
-		{"MountPlease after Hooks", FlowInit, []string{"c2p Hooks", "p2c HooksDone", "c2p MountPlease"}, ""},
-		{"MountPlease in exec", FlowExec, []string{"c2p MountPlease"}, ""},
-		{"parent Error unprompted", FlowInit, []string{"p2c Error"}, "the parent may send Error only as the reply to a pending request"},
-		{"after Error", FlowInit, []string{"c2p Error", "c2p Hooks"}, "exchange already failed with an Error"},
-		{"after close", FlowExec, []string{"c2p Ready", "p2c Run", "c2p close", "c2p Seccomp"}, "exchange already closed"},
-		{"closed without Ready", FlowInit, []string{"c2p Hooks", "p2c HooksDone", "c2p close"}, "child closed without Ready"},
-		{"closed with Ready pending", FlowExec, []string{"c2p Ready", "c2p close"}, "child closed without Ready (Ready pending)"},
-		{"closed with Seccomp pending", FlowExec, []string{"c2p Ready", "p2c Run", "c2p Seccomp", "c2p close"}, "child closed with Seccomp pending"},
-		{"parent closes early", FlowExec, []string{"c2p Ready", "p2c close"}, "parent closed with Ready pending"},
+		{"full init, parent", RoleParent, FlowInit, ok("recv MountPlease", "send MountFd", "recv MountPlease", "send MountFd",
+			"recv Hooks", "send HooksDone", "recv Ready", "send Run", "recv Seccomp", "send SeccompDone", "peer-close"), StateClosed},
+		{"exec, child", RoleChild, FlowExec, ok("send Ready", "recv Run", "close"), StateClosed},
+		{"refused mount: parent replies Error", RoleParent, FlowInit, ok("recv MountPlease", "send Error", "peer-close"), StateClosed},
+		{"crossing: the child's Error after the parent's", RoleParent, FlowInit,
+			append(ok("recv MountPlease", "send Error", "recv Error"), step{"recv Error", "peer"}), StateFailed},
+		{"crossing: a MountFd after the child's Error", RoleChild, FlowInit,
+			append(ok("send MountPlease", "send Error", "recv MountFd"), step{"recv MountFd", "peer"}), StateFailed},
+		{"no crossing after an Error nothing can cross", RoleChild, FlowExec,
+			[]step{{"send Error", ""}, {"recv Run", "peer"}}, StateFailed},
+		{"violation: child may send one Error", RoleChild, FlowExec,
+			[]step{{"send Ready", ""}, {"recv HooksDone", "peer"}, {"send Error", ""}, {"send Error", "local"}, {"close", ""}}, StateClosed},
+		{"violation: parent without a pending request may not send Error", RoleParent, FlowExec,
+			[]step{{"recv Run", "peer"}, {"send Error", "local"}, {"close", ""}}, StateClosed},
+		{"parent Error only as a reply", RoleParent, FlowInit, []step{{"send Error", "local"}}, StateMounting},
+		{"child closed without Ready", RoleParent, FlowInit, append(ok("recv Hooks", "send HooksDone"), step{"peer-close", "peer"}), StateClosed},
+		{"parent closing while Ready is pending", RoleParent, FlowExec, append(ok("recv Ready"), step{"close", "local"}), StateClosed},
+		{"MountPlease after Hooks", RoleParent, FlowInit, append(ok("recv Hooks", "send HooksDone"), step{"recv MountPlease", "peer"}), StateBroken},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			err := run(RoleParent, c.flow, c.steps...)
-			wantErr := c.reason != "" || strings.HasPrefix(c.name, "second") || strings.HasPrefix(c.name, "MountPlease")
-			if !wantErr {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			var pe *ProtocolError
-			if !errors.As(err, &pe) {
-				t.Fatalf("got %v, want a protocol error", err)
-			}
-			if !strings.Contains(pe.Error(), c.reason) {
-				t.Fatalf("error %q lacks %q", pe.Error(), c.reason)
+			if m := runSteps(t, c.role, c.flow, c.steps); m.State() != c.final {
+				t.Fatalf("final state %s, want %s", m.State(), c.final)
 			}
 		})
+	}
+}
+
+func TestStateErrorText(t *testing.T) {
+	m := NewMachine(RoleParent, FlowExec)
+	if err := m.OnRecv(TypeReady); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.OnSend(TypeRun); err != nil {
+		t.Fatal(err)
+	}
+	err := m.OnRecv(TypeReady)
+	var pe *ProtocolError
+	if !errors.As(err, &pe) || !pe.ByPeer() || pe.Sender() != RoleChild {
+		t.Fatalf("got %v", err)
+	}
+	const want = "in state Running (exec, parent): expected Seccomp or Error from child, got Ready"
+	if pe.Detail() != want || err.Error() != "procsync: protocol violation by the child: "+want {
+		t.Fatalf("text %q", err.Error())
+	}
+	if m.State() != StateBroken {
+		t.Fatalf("state %s", m.State())
+	}
+}
+
+// An unknown type number is never legal, in either direction, and is
+// named in the error.
+func TestStateUnknownType(t *testing.T) {
+	for _, role := range []Role{RoleParent, RoleChild} {
+		m := NewMachine(role, FlowInit)
+		err := m.OnSend(pb.MessageType(42))
+		if err == nil || m.State() != StateMounting || !strings.Contains(err.Error(), "Unknown(42)") {
+			t.Fatalf("%s send: %v, state %s", role, err, m.State())
+		}
+		if err := m.OnRecv(pb.MessageType(42)); err == nil || m.State() != StateBroken {
+			t.Fatalf("%s recv: %v, state %s", role, err, m.State())
+		}
+	}
+	if TypesOf(pb.MessageType(42), pb.MessageType(-1)) != 0 {
+		t.Fatal("unknown types in a set")
 	}
 }

@@ -11,6 +11,11 @@
 //	...
 //	done
 //
+// The parent prints "seccomp fd ok mode=M" for an attached notify fd, and
+// for a child fd number "seccomp child-fd=N copied mode=M ok" when it has
+// the child's pidfd (-peer-pid; copied with pidfd_getfd(2)) or
+// "seccomp child-fd=N" otherwise.
+//
 // Exit status: 0 the flow went as instructed; 1 failure (message on
 // stderr); 2 usage error; 3 died on purpose (-die-after); parent only: 4 a
 // mount request was refused by the policy, 5 the child sent an Error.
@@ -254,7 +259,21 @@ func (c *config) runParent(sock *procsync.SyncSocket, opts procsync.Options) (in
 		},
 		SeccompFunc: func(req procsync.SeccompRequest) error {
 			if req.File == nil {
-				say("seccomp child-fd=%d", req.ChildFD)
+				if opts.PeerPidfd == nil {
+					say("seccomp child-fd=%d", req.ChildFD)
+					return nil
+				}
+				// With the child's pidfd, take the fd as runc does.
+				fd, err := unix.PidfdGetfd(int(opts.PeerPidfd.Fd()), int(req.ChildFD), 0)
+				if err != nil {
+					return fmt.Errorf("pidfd_getfd of the child's fd %d: %w", req.ChildFD, err)
+				}
+				defer unix.Close(fd)
+				var st unix.Stat_t
+				if err := unix.Fstat(fd, &st); err != nil {
+					return fmt.Errorf("seccomp fd: %w", err)
+				}
+				say("seccomp child-fd=%d copied mode=%#o ok", req.ChildFD, st.Mode&unix.S_IFMT)
 				return nil
 			}
 			defer req.File.Close()

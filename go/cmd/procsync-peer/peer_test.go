@@ -135,7 +135,7 @@ func TestPeerExec(t *testing.T) {
 		t.Fatalf("exit codes parent %d child %d", parent.code, child.code)
 	}
 	expectLines(t, "child", child.lines(), "send Ready", "recv Run", "send Seccomp child-fd=2", "recv SeccompDone", "close", "done")
-	expectLines(t, "parent", parent.lines(), "recv Ready", "send Run", "recv Seccomp child-fd=2", "seccomp child-fd=2", "send SeccompDone", "done")
+	expectLines(t, "parent", parent.lines(), "recv Ready", "send Run", "recv Seccomp child-fd=2", "seccomp child-fd=2 copied mode=010000 ok", "send SeccompDone", "done")
 }
 
 func TestPeerRequestUnlisted(t *testing.T) {
@@ -147,10 +147,10 @@ func TestPeerRequestUnlisted(t *testing.T) {
 		t.Fatalf("exit codes parent %d child %d", parent.code, child.code)
 	}
 	pl, cl := parent.lines(), child.lines()
-	if !strings.HasPrefix(pl[len(pl)-1], "refuse MountPlease source="+b) || !strings.Contains(pl[len(pl)-1], "not in the configured set") {
+	if !strings.HasPrefix(pl[len(pl)-1], "refuse MountPlease source="+b) || !strings.Contains(pl[len(pl)-1], "is not one of the container's configured mounts") {
 		t.Fatalf("parent: %q", pl[len(pl)-1])
 	}
-	if cl[len(cl)-3] != "recv Error message="+strconv.Quote("procsync: mount "+b+" -> /b refused: not in the configured set") ||
+	if cl[len(cl)-3] != "recv Error message="+strconv.Quote(`mount request refused: mount request "`+b+`" -> "/b" is not one of the container's configured mounts`) ||
 		!strings.HasPrefix(cl[len(cl)-2], "refused source="+b) || cl[len(cl)-1] != "done" {
 		t.Fatalf("child: %q", cl)
 	}
@@ -167,6 +167,8 @@ func TestPeerFailWith(t *testing.T) {
 	expectLines(t, "child", child.lines(), `send Error message="cannot set up rootfs"`, "done")
 }
 
+// The parent sees the death either when it replies (EPIPE: a close while
+// Hooks was pending) or when it reads next (EOF before Ready).
 func TestPeerChildDies(t *testing.T) {
 	parent, child := runPair(t,
 		[]string{"-role", "parent"},
@@ -174,7 +176,7 @@ func TestPeerChildDies(t *testing.T) {
 	if parent.code != exitFail || child.code != exitDied {
 		t.Fatalf("exit codes parent %d child %d", parent.code, child.code)
 	}
-	if s := parent.stderr.String(); !strings.Contains(s, "child closed without Ready") && !strings.Contains(s, "peer closed") {
+	if s := parent.stderr.String(); !strings.Contains(s, "child closed without Ready") && !strings.Contains(s, "child closed while Hooks was pending") {
 		t.Fatalf("parent stderr: %s", s)
 	}
 }
@@ -186,7 +188,7 @@ func TestPeerParentDies(t *testing.T) {
 	if parent.code != exitDied || child.code != exitFail {
 		t.Fatalf("exit codes parent %d child %d", parent.code, child.code)
 	}
-	if s := child.stderr.String(); !strings.Contains(s, "parent closed with Hooks pending") {
+	if s := child.stderr.String(); !strings.Contains(s, "parent closed while Hooks was pending") {
 		t.Fatalf("child stderr: %s", s)
 	}
 }

@@ -63,10 +63,10 @@ func (r *PolicyRefusal) Error() string {
 	case RefusalDenied:
 		return RefusalPrefix + r.Reason
 	case RefusalAlreadyServed:
-		return fmt.Sprintf("mount request %s -> %s was already served (configured mount #%d); each configured mount is served once",
+		return fmt.Sprintf("%s -> %s was already served (configured mount #%d); each configured mount is served once",
 			rustQuote(r.Source), rustQuote(r.Destination), r.Index)
 	}
-	s := fmt.Sprintf("mount request %s -> %s is not one of the container's configured mounts",
+	s := fmt.Sprintf("%s -> %s is not one of the container's configured mounts",
 		rustQuote(r.Source), rustQuote(r.Destination))
 	if r.Nearest != "" {
 		s += fmt.Sprintf(" (the configured mount at %s differs in %s)", rustQuote(r.Destination), r.Nearest)

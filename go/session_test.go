@@ -297,7 +297,7 @@ func TestSessionMountRefused(t *testing.T) {
 	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit},
 		Mounts: []*pb.Mount{BindMount(dir+"/a", "/a")}}).Serve(rec)
 	var mr *MountRefusedError
-	if !errors.As(err, &mr) || mr.Mount.GetDestination() != "/elsewhere" || mr.Reason != `mount request "`+dir+`/a" -> "/elsewhere" is not one of the container's configured mounts` {
+	if !errors.As(err, &mr) || mr.Mount.GetDestination() != "/elsewhere" || mr.Reason != `"`+dir+`/a" -> "/elsewhere" is not one of the container's configured mounts` {
 		t.Fatalf("got %v", err)
 	}
 	cp.wait(t, true)
@@ -312,7 +312,7 @@ func TestSessionMountServedOnce(t *testing.T) {
 	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit},
 		Mounts: []*pb.Mount{BindMount(dir+"/a", "/a")}}).Serve(newRecorder())
 	var mr *MountRefusedError
-	if !errors.As(err, &mr) || mr.Reason != `mount request "`+dir+`/a" -> "/a" was already served (configured mount #0); each configured mount is served once` {
+	if !errors.As(err, &mr) || mr.Reason != `"`+dir+`/a" -> "/a" was already served (configured mount #0); each configured mount is served once` {
 		t.Fatalf("got %v", err)
 	}
 	cp.wait(t, true)
@@ -448,7 +448,7 @@ func TestAllowList(t *testing.T) {
 	}
 	var pr *PolicyRefusal
 	if err := p.Allow(a); !errors.As(err, &pr) || pr.Kind != RefusalAlreadyServed || pr.Index != 0 ||
-		err.Error() != `mount request "/srv/a" -> "/a" was already served (configured mount #0); each configured mount is served once` {
+		err.Error() != `"/srv/a" -> "/a" was already served (configured mount #0); each configured mount is served once` {
 		t.Fatalf("second /a: %v", err)
 	}
 	// Listed twice: served twice.
@@ -477,7 +477,7 @@ func TestAllowList(t *testing.T) {
 	q = NewAllowList(BindMount("/srv/a", "/a"))
 	err := q.Allow(&pb.Mount{Source: "/srv/a", Destination: "/a", Device: "bind", Flags: MsBind | MsRec})
 	if !errors.As(err, &pr) || pr.Kind != RefusalNotConfigured || err.Error() !=
-		`mount request "/srv/a" -> "/a" is not one of the container's configured mounts (the configured mount at "/a" differs in flags)` {
+		`"/srv/a" -> "/a" is not one of the container's configured mounts (the configured mount at "/a" differs in flags)` {
 		t.Fatalf("got %v", err)
 	}
 	if got := RefusalText(err); got != RefusalPrefix+err.Error() || RefusalText(Denied("no")) != "mount request refused: no" {

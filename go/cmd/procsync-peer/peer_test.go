@@ -150,7 +150,7 @@ func TestPeerRequestUnlisted(t *testing.T) {
 	if !strings.HasPrefix(pl[len(pl)-1], "refuse MountPlease source="+b) || !strings.Contains(pl[len(pl)-1], "is not one of the container's configured mounts") {
 		t.Fatalf("parent: %q", pl[len(pl)-1])
 	}
-	if cl[len(cl)-3] != "recv Error message="+strconv.Quote(`mount request refused: mount request "`+b+`" -> "/b" is not one of the container's configured mounts`) ||
+	if cl[len(cl)-3] != "recv Error message="+strconv.Quote(`mount request refused: "`+b+`" -> "/b" is not one of the container's configured mounts`) ||
 		!strings.HasPrefix(cl[len(cl)-2], "refused source="+b) || cl[len(cl)-1] != "done" {
 		t.Fatalf("child: %q", cl)
 	}

@@ -453,3 +453,72 @@ fn a_parent_killed_at_every_step_ends_the_child_call() {
         .collect();
     print_table("parent SIGKILLed (child deadline 10 s)", &rows);
 }
+
+/// Serves any mount with an `O_PATH` fd of /dev/null.
+struct AnyMount;
+
+impl ParentHandler for AnyMount {
+    fn mount(&mut self, _req: &Mount) -> Result<MountSource, HandlerError> {
+        use rustix::fs::{open, Mode, OFlags};
+        let fd = open("/dev/null", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(MountSource {
+            fd,
+            kind: procsync::schema::MountSourceKind::PlainOpen,
+        })
+    }
+}
+
+#[test]
+fn a_child_that_never_reads_its_replies_runs_into_the_send_deadline() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let fds = fd_entries();
+    let (mine, theirs) = SyncSocket::pair().unwrap();
+    let mut cmd = fault_command("never-reads");
+    theirs.pass_to_child(&mut cmd).unwrap();
+    let mut p = cmd.spawn().unwrap();
+    drop(theirs);
+    let mut parent = Parent::new(mine, Flow::Init, [])
+        .with_policy(procsync::policy::AllowAll)
+        .with_child_process(&p)
+        .unwrap()
+        .with_deadline(SHORT);
+    // serve in a thread, so a hang is reported (and ended by killing the
+    // child, which the pidfd sees) instead of hanging the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let start = Instant::now();
+        let r = parent.serve(&mut AnyMount);
+        let took = start.elapsed();
+        let _ = tx.send(());
+        (r, took, parent)
+    });
+    let hung = rx.recv_timeout(Duration::from_secs(10)).is_err();
+    let pid = p.id();
+    let alive = proc_state(pid) != 'Z';
+    p.kill().unwrap();
+    let (r, took, parent) = server.join().unwrap();
+    assert!(
+        !hung,
+        "serve blocked sending to a live child that reads nothing: {r:?}"
+    );
+    assert!(alive, "the child died on its own");
+    match &r {
+        Err(SessionError::Transport {
+            step: SessionStep::Send(procsync::schema::MessageType::MountFd),
+            state: State::AwaitMountFd,
+            source: TransportError::SendTimeout { .. },
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        r.as_ref().unwrap_err().origin(),
+        procsync::transport::Origin::Peer
+    );
+    assert!(took >= SHORT && took < Duration::from_secs(5), "{took:?}");
+    drop(parent);
+    let st = reap(&mut p, LONG);
+    assert_eq!(st.signal(), Some(libc::SIGKILL));
+    drop(p);
+    assert!(children().is_empty());
+    assert_eq!(fd_entries(), fds);
+}

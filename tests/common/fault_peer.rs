@@ -279,6 +279,7 @@ pub fn fault_peer_main() {
         "child" => scripted_child(),
         "parent" => scripted_parent(),
         "session-child" => session_child(),
+        "never-reads" => never_reads(),
         "hold" => {
             let _s = SyncSocket::from_env().unwrap();
             std::thread::sleep(Duration::from_secs(20));
@@ -331,6 +332,25 @@ fn scripted_child() -> i32 {
         }
     }
     // No point: the orderly end (close after SeccompDone).
+    0
+}
+
+/// How many MountPlease the `never-reads` child sends.
+pub const NEVER_READS_REQUESTS: usize = 5000;
+
+/// A child that asks for many mounts (each a different source) and never
+/// reads a reply: the parent's replies pile up in its receive queue until
+/// the parent's sends would block. It stays alive (blocked in its own send
+/// or asleep) until the test kills it.
+fn never_reads() -> i32 {
+    let sock = SyncSocket::from_env().unwrap();
+    for i in 0..NEVER_READS_REQUESTS {
+        let m = Mount::bind(format!("/srv/{i}"), format!("/mnt/{i}"));
+        if sock.send(&SyncMessage::mount_please(m), None).is_err() {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(20));
     0
 }
 

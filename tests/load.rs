@@ -14,14 +14,7 @@
 #[path = "common/load_peer.rs"]
 mod load_peer;
 
-use std::io::Read;
-use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
-
 use load_peer::*;
-use procsync::schema::{MessageType, MountSourceKind, SyncMessage};
-use procsync::state::{Flow, Machine, Role};
-use procsync::transport::SyncSocket;
 
 const PAIRS: usize = 64;
 
@@ -54,114 +47,21 @@ fn cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
-/// What one parent thread saw.
-struct Served {
-    messages: u64,
-    fds: u64,
-}
-
-/// The parent of pair `pair`: answers every request, checking the sequence
-/// number in each MountPlease, then shuts down its side.
-fn serve(pair: usize, sock: SyncSocket, conversations: u64, mounts: u64) -> Result<Served, String> {
-    let file = std::fs::File::open("/proc/self/exe").map_err(|e| e.to_string())?;
-    let mut seq = 0u64;
-    let (mut messages, mut fds) = (0u64, 0u64);
-    for conv in 0..conversations {
-        let mut m = Machine::new(Role::Parent, Flow::Init);
-        loop {
-            let r = sock
-                .recv_deadline(Some(Instant::now() + WAIT))
-                .map_err(|e| format!("pair {pair} conversation {conv}: {e}"))?;
-            messages += 1;
-            let ty = r.msg.kind().unwrap_or(MessageType::Unspecified);
-            m.on_recv(ty).map_err(|e| format!("pair {pair}: {e}"))?;
-            let (reply, fd) = match ty {
-                MessageType::MountPlease => {
-                    let req = r.msg.mount().cloned().unwrap_or_default();
-                    if seq_of(&req.destination) != Some(seq) || req.source != source(pair, seq) {
-                        return Err(format!(
-                            "pair {pair}: expected request {seq}, got {} <- {}",
-                            req.destination, req.source
-                        ));
-                    }
-                    seq += 1;
-                    fds += 1;
-                    let reply = SyncMessage::mount_fd(MountSourceKind::PlainOpen, req.source);
-                    (reply, Some(file.as_fd()))
-                }
-                MessageType::Hooks => (SyncMessage::hooks_done(), None),
-                MessageType::Ready => (SyncMessage::run(), None),
-                other => return Err(format!("pair {pair}: unexpected {other}")),
-            };
-            let rty = reply.kind().unwrap();
-            m.on_send(rty).map_err(|e| format!("pair {pair}: {e}"))?;
-            sock.send(&reply, fd)
-                .map_err(|e| format!("pair {pair}: {e}"))?;
-            messages += 1;
-            if rty == MessageType::Run {
-                break;
-            }
-        }
-    }
-    if seq != conversations * mounts {
-        return Err(format!("pair {pair}: {seq} mount requests"));
-    }
-    sock.shutdown_write().map_err(|e| e.to_string())?;
-    Ok(Served { messages, fds })
-}
-
 #[test]
 fn sixty_four_pairs_exchange_fds_without_loss_or_reordering() {
     let conversations = env_or("PROCSYNC_LOAD_CONVERSATIONS", 40);
     let mounts = env_or("PROCSYNC_LOAD_MOUNTS", 50);
     let fds_before = fd_count();
 
-    let mut children = Vec::with_capacity(PAIRS);
-    let mut socks = Vec::with_capacity(PAIRS);
-    for pair in 0..PAIRS {
-        let (mine, theirs) = SyncSocket::pair().unwrap();
-        let mut cmd = load_command(pair, conversations, mounts);
-        theirs.pass_to_child(&mut cmd).unwrap();
-        children.push(cmd.spawn().unwrap());
-        drop(theirs);
-        socks.push(mine);
-    }
-
-    let start = Instant::now();
     let cpu_start = cpu_seconds();
-    let threads: Vec<_> = socks
-        .into_iter()
-        .enumerate()
-        .map(|(pair, sock)| {
-            std::thread::Builder::new()
-                .name(format!("parent-{pair}"))
-                .spawn(move || serve(pair, sock, conversations, mounts))
-                .unwrap()
-        })
-        .collect();
-    let served: Vec<Served> = threads
-        .into_iter()
-        .map(|t| t.join().unwrap().unwrap())
-        .collect();
-    let wall = start.elapsed();
+    let run = load_peer::run(PAIRS, conversations, mounts);
     let cpu = cpu_seconds() - cpu_start;
+    let wall = run.wall;
 
+    let served: Vec<Served> = run.served.into_iter().map(|s| s.unwrap()).collect();
     let mut child_messages = 0u64;
-    for (pair, mut c) in children.into_iter().enumerate() {
-        let t = Instant::now();
-        let status = loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                break st;
-            }
-            assert!(t.elapsed() < Duration::from_secs(30), "child {pair} hangs");
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let mut out = String::new();
-        c.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-        let line = out
-            .lines()
-            .find_map(|l| l.strip_prefix("RESULT "))
-            .unwrap_or("no result");
+    for (pair, c) in run.children.into_iter().enumerate() {
+        let (status, line) = finish(c);
         assert!(status.success(), "child {pair}: {status:?}: {line}");
         let want_sent = conversations * (mounts + 2);
         let want = format!(

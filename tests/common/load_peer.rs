@@ -7,10 +7,11 @@
 
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::process::Child as Process;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use procsync::schema::{MessageType, Mount, SyncMessage};
+use procsync::schema::{MessageType, Mount, MountSourceKind, SyncMessage};
 use procsync::state::{Flow, Machine, Role};
 use procsync::transport::{SyncSocket, TransportError, ENV_SYNC_FD};
 
@@ -148,4 +149,141 @@ fn run_child() -> Result<String, String> {
         ));
     }
     Ok(format!("ok sent={sent} received={received} fds={fds}"))
+}
+
+/// What one parent thread saw.
+pub struct Served {
+    /// Messages received and sent.
+    pub messages: u64,
+    /// Fds sent.
+    pub fds: u64,
+}
+
+/// The parent of pair `pair`: answers every request, checking the sequence
+/// number in each MountPlease, then shuts down its side.
+pub fn serve(
+    pair: usize,
+    sock: SyncSocket,
+    conversations: u64,
+    mounts: u64,
+) -> Result<Served, String> {
+    let file = std::fs::File::open("/proc/self/exe").map_err(|e| e.to_string())?;
+    let mut seq = 0u64;
+    let (mut messages, mut fds) = (0u64, 0u64);
+    for conv in 0..conversations {
+        let mut m = Machine::new(Role::Parent, Flow::Init);
+        loop {
+            let r = sock
+                .recv_deadline(Some(Instant::now() + WAIT))
+                .map_err(|e| format!("pair {pair} conversation {conv}: {e}"))?;
+            messages += 1;
+            let ty = r.msg.kind().unwrap_or(MessageType::Unspecified);
+            m.on_recv(ty).map_err(|e| format!("pair {pair}: {e}"))?;
+            let (reply, fd) = match ty {
+                MessageType::MountPlease => {
+                    let req = r.msg.mount().cloned().unwrap_or_default();
+                    if seq_of(&req.destination) != Some(seq) || req.source != source(pair, seq) {
+                        return Err(format!(
+                            "pair {pair}: expected request {seq}, got {} <- {}",
+                            req.destination, req.source
+                        ));
+                    }
+                    seq += 1;
+                    fds += 1;
+                    let reply = SyncMessage::mount_fd(MountSourceKind::PlainOpen, req.source);
+                    (reply, Some(file.as_fd()))
+                }
+                MessageType::Hooks => (SyncMessage::hooks_done(), None),
+                MessageType::Ready => (SyncMessage::run(), None),
+                other => return Err(format!("pair {pair}: unexpected {other}")),
+            };
+            let rty = reply.kind().unwrap();
+            m.on_send(rty).map_err(|e| format!("pair {pair}: {e}"))?;
+            sock.send(&reply, fd)
+                .map_err(|e| format!("pair {pair}: {e}"))?;
+            messages += 1;
+            if rty == MessageType::Run {
+                break;
+            }
+        }
+    }
+    if seq != conversations * mounts {
+        return Err(format!("pair {pair}: {seq} mount requests"));
+    }
+    sock.shutdown_write().map_err(|e| e.to_string())?;
+    Ok(Served { messages, fds })
+}
+
+/// One load run: the children (spawned, not yet reaped), then the parents'
+/// results and the wall time of the exchange (spawning excluded).
+pub struct Run {
+    /// The child processes, in pair order.
+    pub children: Vec<Process>,
+    /// Each parent thread's result, in pair order.
+    pub served: Vec<Result<Served, String>>,
+    /// From the first parent thread's start to the last one's end.
+    pub wall: Duration,
+}
+
+/// Spawns `pairs` load children, serves each from a thread of its own and
+/// waits for every parent thread.
+pub fn run(pairs: usize, conversations: u64, mounts: u64) -> Run {
+    let mut children = Vec::with_capacity(pairs);
+    let mut socks = Vec::with_capacity(pairs);
+    for pair in 0..pairs {
+        let (mine, theirs) = SyncSocket::pair().unwrap();
+        let mut cmd = load_command(pair, conversations, mounts);
+        theirs.pass_to_child(&mut cmd).unwrap();
+        children.push(cmd.spawn().unwrap());
+        drop(theirs);
+        socks.push(mine);
+    }
+    let start = Instant::now();
+    let threads: Vec<_> = socks
+        .into_iter()
+        .enumerate()
+        .map(|(pair, sock)| {
+            std::thread::Builder::new()
+                .name(format!("parent-{pair}"))
+                .spawn(move || serve(pair, sock, conversations, mounts))
+                .unwrap()
+        })
+        .collect();
+    let served = threads
+        .into_iter()
+        .map(|t| {
+            t.join()
+                .unwrap_or_else(|_| Err("parent thread panicked".into()))
+        })
+        .collect();
+    Run {
+        children,
+        served,
+        wall: start.elapsed(),
+    }
+}
+
+/// Waits for `c` (at most 30 s, then kills it); its exit status and its
+/// `RESULT` line.
+pub fn finish(mut c: Process) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            let _ = c.kill();
+            break c.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let mut out = String::new();
+    c.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or("no result")
+        .to_string();
+    (status, line)
 }

@@ -13,6 +13,16 @@
 //! * A parent SIGKILLed just before and just after each step (and once with
 //!   a helper holding its end) → the real `session::Child`, in a process of
 //!   its own, reports how its call ended; the test asserts it.
+//! * A live child that keeps asking and never reads its replies → the
+//!   parent's send deadline fires (`SendTimeout`) instead of a hang.
+//!
+//! "Before"/"after" are seen from the process that dies: before a request
+//! = before sending it; after a request = right after sending it (for the
+//! child, the parent's handler then waits until the child is dead, so its
+//! reply meets a closed socket every time); before a reply = the reply is
+//! queued and unread (the dying side polled for it); after a reply = read
+//! (child) or sent (parent; the surviving child makes its next call only
+//! once the parent is dead).
 //!
 //! Every case: every wait bounded, the test process's /proc/self/fd count
 //! unchanged, every process it started reaped (SIGKILL status checked) and

@@ -11,6 +11,8 @@
 //!   [`Point`] (optionally leaving a helper process holding its end).
 //! * `session-child` — the real `session::Child` under test, against the
 //!   dying scripted parent; prints `RESULT` lines naming how its call ended.
+//! * `never-reads` — a child that keeps asking for mounts and never reads
+//!   a reply (the parent's sends must hit its deadline).
 //! * `hold` — a grandchild that keeps the inherited socket open.
 #![allow(dead_code)]
 

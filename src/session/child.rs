@@ -69,9 +69,9 @@ impl Child {
         Ok(Child::new(sock, flow))
     }
 
-    /// Waits at most `limit` for each reply ([`SessionError::Transport`]
-    /// with a timeout otherwise). Without it a call waits until the reply
-    /// comes or the parent closes.
+    /// Waits at most `limit` for each reply, and for room to send each
+    /// request ([`SessionError::Transport`] with a timeout otherwise).
+    /// Without it a call waits until the reply comes or the parent closes.
     pub fn with_deadline(mut self, limit: Duration) -> Self {
         self.link.deadline = Some(limit);
         self

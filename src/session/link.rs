@@ -17,7 +17,8 @@ pub(crate) type Observer = Box<dyn FnMut(&Traffic<'_>) + Send>;
 pub(crate) struct Link {
     pub(crate) sock: SyncSocket,
     pub(crate) machine: Machine,
-    /// How long one receive may wait; `None` waits for ever.
+    /// How long one receive, or one send into a full socket, may wait;
+    /// `None` waits for ever.
     pub(crate) deadline: Option<Duration>,
     pub(crate) observer: Option<Observer>,
     /// The peer closed (or shut down its sending side): never write again.
@@ -85,7 +86,8 @@ impl Link {
         let mut next = self.machine;
         next.on_send(ty).map_err(SessionError::Misuse)?;
         self.observe(Direction::Send, msg, fd);
-        match self.sock.send(msg, fd) {
+        let deadline = self.deadline.map(|d| Instant::now() + d);
+        match self.sock.send_deadline(msg, fd, deadline) {
             Ok(()) => {
                 self.machine = next;
                 Ok(())

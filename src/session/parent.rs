@@ -282,7 +282,8 @@ impl Parent {
         self
     }
 
-    /// Waits at most `limit` for each message from the child.
+    /// Waits at most `limit` for each message from the child, and for room
+    /// to send each reply (a child that stops reading its replies).
     pub fn with_deadline(mut self, limit: Duration) -> Self {
         self.link.deadline = Some(limit);
         self

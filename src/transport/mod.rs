@@ -116,6 +116,13 @@ pub enum TransportError {
         /// How long the call waited.
         waited: Duration,
     },
+    /// The peer's receive queue stayed full until the deadline (it stopped
+    /// reading); the record was not sent.
+    #[error("the peer took no record for {waited:?} (its receive queue is full); not sent")]
+    SendTimeout {
+        /// How long the call waited.
+        waited: Duration,
+    },
     /// The peer sent a record the codec rejects.
     #[error("peer sent an invalid record: {0}")]
     Decode(#[source] DecodeError),
@@ -219,6 +226,7 @@ impl TransportError {
             E::PeerClosed
             | E::PeerDied
             | E::Timeout { .. }
+            | E::SendTimeout { .. }
             | E::Decode(_)
             | E::Truncated { .. }
             | E::ControlTruncated
@@ -507,17 +515,34 @@ impl SyncSocket {
     /// runc's JSON record and, with an fd, a second record named after it
     /// (two `sendmsg(2)` calls, never interleaved with another sender's):
     /// see `docs/PROTOCOL.md`.
+    ///
+    /// Blocks while the peer's receive queue is full (a peer that stops
+    /// reading), until the peer dies (with a pidfd set); see
+    /// [`send_deadline`](Self::send_deadline) to bound that wait.
     pub fn send(
         &self,
         msg: &SyncMessage,
         fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), TransportError> {
+        self.send_deadline(msg, fd, None)
+    }
+
+    /// [`send`](Self::send), waiting at most until `deadline` for room in
+    /// the peer's receive queue ([`TransportError::SendTimeout`]; nothing
+    /// was sent). A live peer that never reads cannot block the sender past
+    /// the deadline.
+    pub fn send_deadline(
+        &self,
+        msg: &SyncMessage,
+        fd: Option<BorrowedFd<'_>>,
+        deadline: Option<Instant>,
     ) -> Result<(), TransportError> {
         if self.write_shut.load(Ordering::Relaxed) {
             return Err(TransportError::WriteShutdown);
         }
         #[cfg(feature = "runc-compat")]
         if let Wire::Runc(shape) = self.wire {
-            return self.send_runc(msg, fd, shape);
+            return self.send_runc(msg, fd, shape, deadline);
         }
         let mut guard = lock_or_fresh(&self.send_buf);
         let buf: &mut BytesMut = match &mut guard {
@@ -526,7 +551,7 @@ impl SyncSocket {
         };
         buf.clear();
         native::encode(msg, fd.is_some(), buf, &self.limits).map_err(TransportError::Encode)?;
-        self.send_raw(buf, fd)
+        self.send_raw(buf, fd, deadline)
     }
 
     /// Receives one message, blocking until it arrives (or the peer closes
@@ -596,7 +621,7 @@ impl SyncSocket {
                 max: self.limits.max_record(),
             });
         }
-        self.send_raw(bytes, fd)
+        self.send_raw(bytes, fd, None)
     }
 
     /// Receives one raw record into `buf` (replacing its contents) with at
@@ -688,10 +713,15 @@ impl SyncSocket {
         }
     }
 
-    fn send_raw(&self, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> Result<(), TransportError> {
-        // With a pidfd, never block in sendmsg: a full socket whose reader
-        // died must not hang us.
-        let polled = self.peer_pidfd.is_some();
+    fn send_raw(
+        &self,
+        bytes: &[u8],
+        fd: Option<BorrowedFd<'_>>,
+        deadline: Option<Instant>,
+    ) -> Result<(), TransportError> {
+        // With a pidfd or a deadline, never block in sendmsg: a full socket
+        // whose reader died, or stopped reading, must not hang us.
+        let polled = self.peer_pidfd.is_some() || deadline.is_some();
         let flags = libc::MSG_NOSIGNAL | if polled { libc::MSG_DONTWAIT } else { 0 };
         let start = Instant::now();
         loop {
@@ -705,7 +735,12 @@ impl SyncSocket {
                 }
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) => self.wait(PollFlags::OUT, None, start)?,
+                    Some(libc::EAGAIN) => match self.wait(PollFlags::OUT, deadline, start) {
+                        Err(TransportError::Timeout { waited }) => {
+                            return Err(TransportError::SendTimeout { waited })
+                        }
+                        other => other?,
+                    },
                     Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) => {
                         return Err(TransportError::PeerClosed)
                     }

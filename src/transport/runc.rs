@@ -66,12 +66,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SyncSocket {
-    /// [`SyncSocket::send`] on the runc wire.
+    /// [`SyncSocket::send_deadline`] on the runc wire. If the deadline
+    /// passes between the JSON record and the fd record, the message is half
+    /// sent: the conversation is over either way (the error ends it).
     pub(super) fn send_runc(
         &self,
         msg: &SyncMessage,
         fd: Option<BorrowedFd<'_>>,
         shape: MountShape,
+        deadline: Option<Instant>,
     ) -> Result<(), TransportError> {
         let mut buf = lock(&self.runc.send);
         buf.clear();
@@ -97,9 +100,9 @@ impl SyncSocket {
         if let Some(m) = msg.mount() {
             *lock(&self.runc.expected_source) = Some(m.source.clone());
         }
-        self.send_raw(recs.json, None)?;
+        self.send_raw(recs.json, None, deadline)?;
         if let Some(name) = recs.fd_name {
-            self.send_raw(name, fd)?;
+            self.send_raw(name, fd, deadline)?;
         }
         Ok(())
     }

@@ -3,6 +3,8 @@ package procsync
 import (
 	"errors"
 	"fmt"
+	"os"
+	"time"
 
 	pb "github.com/procsync/procsync/go/procsyncpb"
 )
@@ -54,7 +56,37 @@ var (
 	ErrPeerDied = errors.New("procsync: peer process died")
 	// ErrClosed: the local side already closed the socket or session.
 	ErrClosed = errors.New("procsync: sync socket already closed")
+	// ErrSendTimeout: a send found no room in the peer's receive queue
+	// before its deadline (the peer stopped reading); nothing was sent.
+	// Every *SendTimeoutError matches it, and os.ErrDeadlineExceeded.
+	ErrSendTimeout = errors.New("procsync: send timed out: the peer takes no records")
 )
+
+// SendTimeoutError is a send that found no room in the peer's receive
+// queue until its deadline: the peer is alive but stopped reading (or
+// keeps sending without reading the replies). The peer caused it. The
+// record was not sent; no fd was passed. It matches [ErrSendTimeout] and
+// os.ErrDeadlineExceeded with errors.Is, as a receive timeout matches the
+// latter.
+type SendTimeoutError struct {
+	// Type is the message that was not sent.
+	Type pb.MessageType
+	// Waited is how long the send waited for room.
+	Waited time.Duration
+}
+
+func (e *SendTimeoutError) Error() string {
+	return fmt.Sprintf("procsync: send %s: the peer took no record for %v (its receive queue is full); not sent",
+		TypeName(e.Type), e.Waited.Round(time.Millisecond))
+}
+
+// Is reports whether target is [ErrSendTimeout] or os.ErrDeadlineExceeded.
+func (e *SendTimeoutError) Is(target error) bool {
+	return target == ErrSendTimeout || target == os.ErrDeadlineExceeded
+}
+
+// Timeout reports true, as net.Error and os.IsTimeout expect.
+func (e *SendTimeoutError) Timeout() bool { return true }
 
 // ValidationError is a message that breaks a protocol rule. On receive the
 // peer caused it (it arrives wrapped in a *DecodeError); on send the local

@@ -15,10 +15,11 @@ import (
 	pb "github.com/procsync/procsync/go/procsyncpb"
 )
 
-// DefaultTimeout is how long a parent waits for each message from the child
-// by default (runc's mount-source thread waits as long for a request). A
-// child waits without a limit by default, as in the Rust crate: its parent
-// is expected to outlive it (set PeerPidfd to end the wait when it dies).
+// DefaultTimeout is how long a parent waits for each message from the child,
+// and for room to send each reply, by default (runc's mount-source thread
+// waits as long for a request). A child waits without a limit by default,
+// as in the Rust crate: its parent is expected to outlive it (set
+// PeerPidfd to end the wait when it dies).
 const DefaultTimeout = 60 * time.Second
 
 // maxErrorText caps the text of an Error a session sends on its own.
@@ -28,9 +29,12 @@ const maxErrorText = 4096
 type Options struct {
 	// Flow is the exchange to run (init or exec).
 	Flow Flow
-	// Timeout bounds the wait for each message from the peer. Zero means
-	// the role's default: [DefaultTimeout] for a [Parent], no limit for a
-	// [Child]; a negative value means no limit.
+	// Timeout bounds the wait for each message from the peer, and the
+	// wait for room to send each message to it (a peer that is alive but
+	// stops reading fills the socket; the send then fails with a
+	// *[SendTimeoutError] and nothing is sent). Zero means the role's
+	// default: [DefaultTimeout] for a [Parent], no limit for a [Child]; a
+	// negative value means no limit.
 	Timeout time.Duration
 	// PeerPidfd, when set, is a pidfd of the peer process (see
 	// [PidfdOpen]); a wait fails with [ErrPeerDied] once the peer exited
@@ -109,7 +113,9 @@ func (e *MismatchError) Error() string {
 
 // SessionError is a transport or decode failure while a session waited for,
 // or sent, a message; Err says which (ErrPeerClosed, ErrPeerDied,
-// os.ErrDeadlineExceeded, a *DecodeError, an OS error, ...).
+// os.ErrDeadlineExceeded for a receive, a *SendTimeoutError for a send —
+// it matches os.ErrDeadlineExceeded too —, a *DecodeError, an OS error,
+// ...).
 type SessionError struct {
 	Role  Role
 	State State
@@ -169,7 +175,7 @@ func (c *Child) request(msg *pb.SyncMessage, fd int) (*pb.SyncMessage, *os.File,
 	if err := c.m.CheckSend(ty); err != nil {
 		return nil, nil, err
 	}
-	if err := c.sock.SendFD(msg, fd); err != nil {
+	if err := c.sock.SendFDDeadline(msg, fd, c.opts.deadline(-1)); err != nil {
 		if errors.Is(err, ErrPeerClosed) {
 			return nil, nil, c.peerGone("send "+TypeName(ty), err)
 		}
@@ -305,7 +311,7 @@ func (c *Child) Fail(msg string) error {
 		return fmt.Errorf("procsync: Error not sent: %w", ErrPeerClosed)
 	}
 	m := ErrorMessage(errorText(msg))
-	if err := c.sock.SendFD(m, -1); err != nil {
+	if err := c.sock.SendFDDeadline(m, -1, c.opts.deadline(-1)); err != nil {
 		if errors.Is(err, ErrPeerClosed) {
 			return c.peerGone("send Error", err)
 		}
@@ -425,8 +431,11 @@ func (p *Parent) State() State { return p.m.State() }
 // (nil), or something goes wrong: the child's Error (*RemoteError), a
 // protocol violation including the child closing without Ready
 // (*ProtocolError), a refused mount (*MountRefusedError), a handler
-// failure (*HandlerError), or a transport or decode failure, timeout or
-// peer death (*SessionError). A refusal or handler failure is answered
+// failure (*HandlerError), or a transport or decode failure, a timeout
+// (no request in time, or no room for a reply in time: a child that stops
+// reading; *SendTimeoutError) or peer death (*SessionError). The
+// per-message deadline bounds every receive and every send, so a live
+// child cannot hold Serve for ever. A refusal or handler failure is answered
 // with an Error reply first ("mount request refused: ...", "<Request>
 // failed in the parent: ..."), best effort. Every exit shuts down the
 // sending side and closes the socket, so a child still waiting reads EOF.
@@ -533,7 +542,7 @@ func (p *Parent) reply(req pb.MessageType, msg *pb.SyncMessage, f *os.File) erro
 	if err := p.m.CheckSend(ty); err != nil {
 		return err
 	}
-	if err := p.sock.Send(msg, f); err != nil {
+	if err := p.sock.SendDeadline(msg, f, p.opts.deadline(DefaultTimeout)); err != nil {
 		var ee *EncodeError
 		if errors.As(err, &ee) {
 			return err
@@ -554,11 +563,12 @@ func (p *Parent) reply(req pb.MessageType, msg *pb.SyncMessage, f *os.File) erro
 }
 
 // replyError sends the Error reply to the pending request. Best effort: a
-// child that already closed or died cannot be told, and the caller's error
-// (the refusal, the handler's failure) is the one that matters.
+// child that already closed, died or stopped reading (bounded by the
+// per-message deadline) cannot be told, and the caller's error (the
+// refusal, the handler's failure) is the one that matters.
 func (p *Parent) replyError(text string) {
 	m := ErrorMessage(errorText(text))
-	if p.m.CheckSend(TypeError) != nil || p.sock.Send(m, nil) != nil {
+	if p.m.CheckSend(TypeError) != nil || p.sock.SendDeadline(m, nil, p.opts.deadline(DefaultTimeout)) != nil {
 		return
 	}
 	_ = p.m.OnSend(TypeError)

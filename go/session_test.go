@@ -63,6 +63,9 @@ func runChildScenario(scenario string) error {
 	if err != nil {
 		return err
 	}
+	if scenario == "never-reads" {
+		return neverReads(sock)
+	}
 	dir := os.Getenv(envDir)
 	flow := FlowInit
 	if strings.HasPrefix(scenario, "exec") {

@@ -205,17 +205,29 @@ func (s *SyncSocket) ShutdownWrite() error {
 
 // Send sends msg as one record, with f attached as SCM_RIGHTS when f is
 // not nil (HasFd is set exactly then). f stays open and owned by the
-// caller.
+// caller. It waits as long as the peer's receive queue is full (until the
+// peer dies, with a peer pidfd set); [SyncSocket.SendDeadline] bounds that
+// wait.
 func (s *SyncSocket) Send(msg *pb.SyncMessage, f *os.File) error {
+	return s.SendDeadline(msg, f, time.Time{})
+}
+
+// SendDeadline is [SyncSocket.Send] waiting at most until deadline (zero:
+// no deadline) for room in the peer's receive queue. A live peer that never
+// reads cannot block the sender past the deadline: the send then fails with
+// a *[SendTimeoutError] (errors.Is matches [ErrSendTimeout] and
+// os.ErrDeadlineExceeded) and nothing was sent. A deadline already past
+// still sends when there is room.
+func (s *SyncSocket) SendDeadline(msg *pb.SyncMessage, f *os.File, deadline time.Time) error {
 	if f == nil {
-		return s.SendFD(msg, -1)
+		return s.SendFDDeadline(msg, -1, deadline)
 	}
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("procsync: send %s: attached file: %w", TypeName(msg.GetType()), err)
 	}
 	var sendErr error
-	if err := rc.Control(func(fd uintptr) { sendErr = s.SendFD(msg, int(fd)) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { sendErr = s.SendFDDeadline(msg, int(fd), deadline) }); err != nil {
 		return fmt.Errorf("procsync: send %s: attached file: %w", TypeName(msg.GetType()), err)
 	}
 	runtime.KeepAlive(f)
@@ -227,6 +239,15 @@ func (s *SyncSocket) Send(msg *pb.SyncMessage, f *os.File) error {
 // sent) and goes out in exactly one sendmsg(2). EINTR is retried;
 // EPIPE/ECONNRESET yield [ErrPeerClosed].
 func (s *SyncSocket) SendFD(msg *pb.SyncMessage, fd int) error {
+	return s.SendFDDeadline(msg, fd, time.Time{})
+}
+
+// SendFDDeadline is [SyncSocket.SendFD] with the deadline of
+// [SyncSocket.SendDeadline]: sendmsg(2) never blocks (MSG_DONTWAIT); while
+// the peer's receive queue is full it waits in poll(2) for room, the peer
+// pidfd ([ErrPeerDied]) and the deadline (a *[SendTimeoutError], nothing
+// sent).
+func (s *SyncSocket) SendFDDeadline(msg *pb.SyncMessage, fd int, deadline time.Time) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
@@ -239,6 +260,7 @@ func (s *SyncSocket) SendFD(msg *pb.SyncMessage, fd int) error {
 	if fd >= 0 {
 		oob = unix.UnixRights(fd)
 	}
+	var start time.Time
 	for {
 		n, err := unix.SendmsgN(s.fd, buf, oob, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 		switch {
@@ -250,10 +272,16 @@ func (s *SyncSocket) SendFD(msg *pb.SyncMessage, fd int) error {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
-			if err := s.wait(unix.POLLOUT, time.Time{}); err != nil {
-				if err == errPeerGone {
-					err = ErrPeerDied
-				}
+			if start.IsZero() {
+				start = time.Now()
+			}
+			switch err := s.wait(unix.POLLOUT, deadline); {
+			case err == nil:
+			case err == errPeerGone:
+				return fmt.Errorf("procsync: send %s: %w", TypeName(msg.GetType()), ErrPeerDied)
+			case err == os.ErrDeadlineExceeded:
+				return &SendTimeoutError{Type: msg.GetType(), Waited: time.Since(start)}
+			default:
 				return fmt.Errorf("procsync: send %s: %w", TypeName(msg.GetType()), err)
 			}
 		case err == unix.EPIPE || err == unix.ECONNRESET:

@@ -660,7 +660,8 @@ impl SyncSocket {
         deadline: Option<Instant>,
     ) -> Result<RawRecord, TransportError> {
         let max = self.limits.max_record();
-        let start = Instant::now();
+        // Taken at the first wait only: no clock read on the fast path.
+        let mut start = None;
         // Without a deadline or a pidfd, block in recvmsg itself: one system
         // call per record. Otherwise poll first and never block in recvmsg.
         let polled = deadline.is_some() || self.peer_pidfd.is_some();
@@ -669,7 +670,7 @@ impl SyncSocket {
         let mut ctrl = sys::RecvCtrl::new();
         loop {
             if polled {
-                self.wait(PollFlags::IN, deadline, start)?;
+                self.wait(PollFlags::IN, deadline, &mut start)?;
             }
             let out = match sys::recvmsg(self.fd.as_fd(), buf, max, &mut ctrl, ctrl_bytes, flags) {
                 Ok(out) => out,
@@ -681,7 +682,7 @@ impl SyncSocket {
                         // non-blocking: wait (honouring deadline and pidfd).
                         Some(libc::EAGAIN) => {
                             if !polled {
-                                self.wait(PollFlags::IN, None, start)?;
+                                self.wait(PollFlags::IN, None, &mut start)?;
                             }
                             continue;
                         }
@@ -723,7 +724,8 @@ impl SyncSocket {
         // whose reader died, or stopped reading, must not hang us.
         let polled = self.peer_pidfd.is_some() || deadline.is_some();
         let flags = libc::MSG_NOSIGNAL | if polled { libc::MSG_DONTWAIT } else { 0 };
-        let start = Instant::now();
+        // Taken at the first wait only: no clock read on the fast path.
+        let mut start = None;
         loop {
             match sys::sendmsg(self.fd.as_fd(), bytes, fd, flags) {
                 Ok(n) if n == bytes.len() => return Ok(()),
@@ -735,7 +737,7 @@ impl SyncSocket {
                 }
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) => match self.wait(PollFlags::OUT, deadline, start) {
+                    Some(libc::EAGAIN) => match self.wait(PollFlags::OUT, deadline, &mut start) {
                         Err(TransportError::Timeout { waited }) => {
                             return Err(TransportError::SendTimeout { waited })
                         }
@@ -757,8 +759,9 @@ impl SyncSocket {
         &self,
         events: PollFlags,
         deadline: Option<Instant>,
-        start: Instant,
+        start: &mut Option<Instant>,
     ) -> Result<(), TransportError> {
+        let start = *start.get_or_insert_with(Instant::now);
         loop {
             let timeout =
                 deadline.map(|d| to_timespec(d.saturating_duration_since(Instant::now())));

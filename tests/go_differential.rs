@@ -93,7 +93,7 @@ fn inputs() -> Vec<(String, usize, Vec<u8>)> {
 #[test]
 fn go_and_rust_codecs_agree_on_the_corpus() {
     static CODEC: OnceLock<Option<PathBuf>> = OnceLock::new();
-    let Some(codec) = go_build::go_binary(&CODEC, "procsync-codec") else {
+    let Some(codec) = go_build::go_binary(&CODEC, "cmd/procsync-codec") else {
         return;
     };
     let inputs = inputs();

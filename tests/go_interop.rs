@@ -59,7 +59,7 @@ fn fd_count() -> usize {
 /// printed) when Go is not installed and this is not CI.
 fn go_peer() -> Option<&'static Path> {
     static PEER: OnceLock<Option<PathBuf>> = OnceLock::new();
-    go_build::go_binary(&PEER, "procsync-peer")
+    go_build::go_binary(&PEER, "cmd/procsync-peer")
 }
 
 /// Holds the lock, builds the peer and remembers the fd count; checks the

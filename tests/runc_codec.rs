@@ -384,6 +384,8 @@ fn errors_name_the_message_type() {
     );
 }
 
+mod go_build;
+
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -490,7 +492,7 @@ mod interop {
     use std::io::{IoSlice, IoSliceMut};
     use std::mem::MaybeUninit;
     use std::os::fd::AsRawFd;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
     use std::sync::{Mutex, OnceLock};
     use std::time::Duration;
@@ -499,30 +501,9 @@ mod interop {
     /// so no other spawned process inherits it.
     static SPAWN: Mutex<()> = Mutex::new(());
 
-    fn peer() -> Option<&'static PathBuf> {
+    fn peer() -> Option<&'static Path> {
         static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-        BIN.get_or_init(|| {
-            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("runcpeer");
-            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/go/runcpeer");
-            match Command::new("go")
-                .args(["build", "-o"])
-                .arg(&out)
-                .arg(".")
-                .current_dir(dir)
-                .status()
-            {
-                Ok(s) if s.success() => Some(out),
-                Ok(s) => panic!("go build of go/runcpeer failed: {s}"),
-                Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-                    panic!("CI=true but `go` cannot run ({e}): the runc interop tests need Go")
-                }
-                Err(e) => {
-                    eprintln!("skipping runc interop tests: cannot run `go` ({e})");
-                    None
-                }
-            }
-        })
-        .as_ref()
+        super::go_build::go_binary(&BIN, "runcpeer")
     }
 
     struct Sock(OwnedFd);

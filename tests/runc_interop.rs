@@ -18,7 +18,9 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
+mod go_build;
+
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -57,30 +59,9 @@ fn deadline() -> Option<Instant> {
 }
 
 /// The Go peer, built once per test binary; `None` (skip) without Go.
-fn peer_bin() -> Option<&'static PathBuf> {
+fn peer_bin() -> Option<&'static Path> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("runcpeer-interop");
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/go/runcpeer");
-        match Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(dir)
-            .status()
-        {
-            Ok(s) if s.success() => Some(out),
-            Ok(s) => panic!("go build of go/runcpeer failed: {s}"),
-            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("CI=true but `go` cannot run ({e}): the runc interop tests need Go")
-            }
-            Err(e) => {
-                eprintln!("skipping runc interop test: cannot run `go` ({e})");
-                None
-            }
-        }
-    })
-    .as_ref()
+    go_build::go_binary(&BIN, "runcpeer")
 }
 
 /// A running Go peer and our end of its sync socket (runc wire, its pidfd
@@ -284,10 +265,11 @@ fn serve(peer: &GoPeer, flow: Flow, plan: &ParentPlan<'_>) -> Vec<String> {
 
 #[test]
 fn procsync_parent_serves_go_child_init() {
+    // Lock first: building the peer opens fds the other tests would count.
+    let _g = serial();
     if peer_bin().is_none() {
         return;
     }
-    let _g = serial();
     let (d1, d2) = (TempDir::new("p1"), TempDir::new("p2"));
     for shape in SHAPES {
         let before = fd_count();
@@ -334,10 +316,11 @@ fn procsync_parent_serves_go_child_init() {
 
 #[test]
 fn procsync_parent_serves_go_child_exec() {
+    // Lock first: building the peer opens fds the other tests would count.
+    let _g = serial();
     if peer_bin().is_none() {
         return;
     }
-    let _g = serial();
     let before = fd_count();
     let peer = GoPeer::spawn(&["child", "-mode", "exec"], MountShape::V1_4);
     let t = serve(&peer, Flow::Exec, &ParentPlan::default());
@@ -350,10 +333,11 @@ fn procsync_parent_serves_go_child_exec() {
 
 #[test]
 fn go_child_error_reaches_procsync_parent() {
+    // Lock first: building the peer opens fds the other tests would count.
+    let _g = serial();
     if peer_bin().is_none() {
         return;
     }
-    let _g = serial();
     let msg = "container_linux.go:42: starting init: <boom> & \"quoted\"";
     let peer = GoPeer::spawn(
         &["child", "-mode", "error", "-error-msg", msg],
@@ -367,10 +351,11 @@ fn go_child_error_reaches_procsync_parent() {
 
 #[test]
 fn procsync_parent_refusal_reaches_go_child() {
+    // Lock first: building the peer opens fds the other tests would count.
+    let _g = serial();
     if peer_bin().is_none() {
         return;
     }
-    let _g = serial();
     let d = TempDir::new("refuse");
     let m = format!("{}:/x", &*d);
     let peer = GoPeer::spawn(&["child", "-mode", "init", "-mount", &m], MountShape::V1_2);
@@ -412,10 +397,11 @@ impl ChildSide {
 
 #[test]
 fn procsync_child_against_go_parent_init() {
+    // Lock first: building the peer opens fds the other tests would count.
+    let _g = serial();
     if peer_bin().is_none() {
         return;
     }
-    let _g = serial();
     let (d1, d2) = (TempDir::new("c1"), TempDir::new("c2"));
     let seccomp_src = File::open("/dev/null").unwrap();
     for shape in SHAPES {
@@ -463,10 +449,11 @@ fn procsync_child_against_go_parent_init() {
 
 #[test]
 fn procsync_child_against_go_parent_exec() {
+    // Lock first: building the peer opens fds the other tests would count.
+    let _g = serial();
     if peer_bin().is_none() {
         return;
     }
-    let _g = serial();
     let peer = GoPeer::spawn(&["parent"], MountShape::V1_2);
     let mut c = ChildSide::new(Flow::Exec);
     let rec = c.request(&peer.sock, SyncMessage::ready()).unwrap();
@@ -480,10 +467,11 @@ fn procsync_child_against_go_parent_exec() {
 
 #[test]
 fn errors_between_go_parent_and_procsync_child() {
+    // Lock first: building the peer opens fds the other tests would count.
+    let _g = serial();
     if peer_bin().is_none() {
         return;
     }
-    let _g = serial();
     // The Go parent refuses a mount: procError reaches the procsync child.
     let d = TempDir::new("fail");
     let peer = GoPeer::spawn(&["parent", "-fail-on", &d], MountShape::V1_4);
@@ -526,10 +514,11 @@ fn errors_between_go_parent_and_procsync_child() {
 /// must produce, with every fd that arrived closed.
 #[test]
 fn broken_fd_records_are_typed_errors_without_leaks() {
+    // Lock first: building the peer opens fds the other tests would count.
+    let _g = serial();
     if peer_bin().is_none() {
         return;
     }
-    let _g = serial();
     let d = TempDir::new("bad");
     let cases: [(&str, RuncErrorKind); 7] = [
         ("no-fd-record", RuncErrorKind::Wire(ErrorKind::MissingFd)),
@@ -639,10 +628,11 @@ fn spawn_go(args: &[&str], shape: MountShape) -> (SyncSocket, Child) {
 
 #[test]
 fn session_parent_serves_go_child() {
+    // Lock first: building the peer opens fds the other tests would count.
+    let _g = serial();
     if peer_bin().is_none() {
         return;
     }
-    let _g = serial();
     let (d1, d2) = (TempDir::new("sp1"), TempDir::new("sp2"));
     for shape in SHAPES {
         let before = fd_count();
@@ -691,10 +681,11 @@ fn session_parent_serves_go_child() {
 
 #[test]
 fn session_parent_exec_flow_and_errors_with_go_child() {
+    // Lock first: building the peer opens fds the other tests would count.
+    let _g = serial();
     if peer_bin().is_none() {
         return;
     }
-    let _g = serial();
     let before = fd_count();
     // Exec: Ready -> Run, then the child's close.
     let (sock, child) = spawn_go(&["child", "-mode", "exec"], MountShape::V1_2);
@@ -761,10 +752,11 @@ fn session_parent_exec_flow_and_errors_with_go_child() {
 
 #[test]
 fn session_child_against_go_parent() {
+    // Lock first: building the peer opens fds the other tests would count.
+    let _g = serial();
     if peer_bin().is_none() {
         return;
     }
-    let _g = serial();
     let (d1, d2) = (TempDir::new("sc1"), TempDir::new("sc2"));
     let seccomp_src = File::open("/dev/null").unwrap();
     let me = std::process::id().to_string();
@@ -806,10 +798,11 @@ fn session_child_against_go_parent() {
 
 #[test]
 fn session_child_sees_go_parent_errors_typed() {
+    // Lock first: building the peer opens fds the other tests would count.
+    let _g = serial();
     if peer_bin().is_none() {
         return;
     }
-    let _g = serial();
     let d = TempDir::new("sce");
     // A refused mount: Remote, with runc's message.
     let (sock, go) = spawn_go(&["parent", "-fail-on", &d], MountShape::V1_2);

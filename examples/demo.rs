@@ -21,20 +21,16 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use procsync::runtime::MountFdService;
-use procsync::schema::{Mount, SyncMessage};
+use procsync::schema::Mount;
 use procsync::session::{
-    Child, HandlerError, Parent, ParentHandler, SeccompFd, SeccompHandoff, SessionError, Traffic,
+    Child, HandlerError, Parent, ParentHandler, SeccompFd, SeccompHandoff, SessionError,
 };
-use procsync::state::{Direction, Flow};
+use procsync::state::Flow;
 use procsync::transport::SyncSocket;
 
-/// `println!` that ignores a closed stdout (`| head`) instead of panicking.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
+#[macro_use]
+mod common;
+use common::fd_target;
 
 /// Set in the re-executed child: `init` or `compromised`.
 const ROLE: &str = "PROCSYNC_DEMO_ROLE";
@@ -137,7 +133,7 @@ fn start(
     let parent = Parent::new(sock, flow, mounts)
         .with_child_process(&proc)?
         .with_deadline(Duration::from_secs(10))
-        .with_observer(|t| print_traffic("parent", t));
+        .with_observer(|t| common::print_traffic("parent", t, 46));
     Ok((parent, proc))
 }
 
@@ -177,7 +173,7 @@ impl ParentHandler for Extras {
 fn child_session() -> Result<Child, SessionError> {
     Ok(Child::from_env(Flow::Init)?
         .with_deadline(Duration::from_secs(10))
-        .with_observer(|t| print_traffic("child", t)))
+        .with_observer(|t| common::print_traffic("child", t, 46)))
 }
 
 fn child_init() -> Res {
@@ -221,38 +217,6 @@ fn child_compromised() -> Res {
 }
 
 // ---------------------------------------------------------------- output
-
-fn print_traffic(who: &str, t: &Traffic<'_>) {
-    let arrow = match t.direction {
-        Direction::Send => "→ send",
-        Direction::Recv => "← recv",
-    };
-    out!("{}", line(who, arrow, t.msg, t.fd));
-}
-
-fn line(who: &str, arrow: &str, msg: &SyncMessage, fd: Option<BorrowedFd<'_>>) -> String {
-    let mut name = msg.kind().map(|k| k.name()).unwrap_or("?").to_string();
-    if fd.is_some() {
-        name.push_str(" +fd");
-    }
-    let fd_note = match fd {
-        Some(fd) => format!("fd {} -> {}", fd.as_raw_fd(), fd_target(fd)),
-        None => String::new(),
-    };
-    format!(
-        "{who:<7} {arrow}  {name:<16} {:<46} {fd_note}",
-        msg.summary()
-    )
-    .trim_end()
-    .to_string()
-}
-
-/// Where fd points, as `/proc/self/fd/N` says.
-fn fd_target(fd: BorrowedFd<'_>) -> String {
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|e| format!("?({e})"))
-}
 
 /// The names in the directory `dir` (an `O_PATH` fd), read through the fd.
 fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<String>, Box<dyn std::error::Error>> {

@@ -5,24 +5,17 @@
 //! re-executes itself as the child; both sides print what they send and
 //! receive. No root needed.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use procsync::schema::SyncMessage;
-use procsync::session::{
-    Child, HandlerError, Parent, ParentHandler, SeccompFd, SeccompHandoff, Traffic,
-};
-use procsync::state::{Direction, Flow};
+use procsync::session::{Child, HandlerError, Parent, ParentHandler, SeccompFd, SeccompHandoff};
+use procsync::state::Flow;
 use procsync::transport::SyncSocket;
 
-/// `println!` that ignores a closed stdout (`| head`) instead of panicking.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
+#[macro_use]
+mod common;
+use common::fd_target;
 
 /// Set in the re-executed child.
 const ROLE: &str = "PROCSYNC_EXEC_DEMO_ROLE";
@@ -51,18 +44,17 @@ fn parent() -> Res {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.env(ROLE, "exec");
     child_end.pass_to_child(&mut cmd)?;
+    out!(
+        "procsync exec flow: parent pid {} starts a process joining the container",
+        std::process::id()
+    );
     let mut proc = cmd.spawn()?;
     drop(child_end);
-    out!(
-        "procsync exec flow: parent pid {}, child pid {}",
-        std::process::id(),
-        proc.id()
-    );
     // The exec flow has no mounts: nothing configured, every request refused.
     let mut parent = Parent::new(sock, Flow::Exec, [])
         .with_child_process(&proc)?
         .with_deadline(Duration::from_secs(10))
-        .with_observer(|t| print_traffic("parent", t));
+        .with_observer(|t| common::print_traffic("parent", t, 16));
     let report = parent.serve(&mut Agent)?;
     drop(parent);
     let status = proc.wait()?;
@@ -104,7 +96,7 @@ impl ParentHandler for Agent {
 fn child() -> Res {
     let mut child = Child::from_env(Flow::Exec)?
         .with_deadline(Duration::from_secs(10))
-        .with_observer(|t| print_traffic("child", t));
+        .with_observer(|t| common::print_traffic("child", t, 16));
     child.ready()?;
     let notify = rustix::fs::memfd_create("seccomp-notify", rustix::fs::MemfdFlags::CLOEXEC)?;
     rustix::io::write(&notify, NOTE)?;
@@ -112,35 +104,4 @@ fn child() -> Res {
     child.close()?;
     out!("child:    closed the sync socket (a real init would exec now)");
     Ok(())
-}
-
-fn print_traffic(who: &str, t: &Traffic<'_>) {
-    let arrow = match t.direction {
-        Direction::Send => "→ send",
-        Direction::Recv => "← recv",
-    };
-    out!("{}", line(who, arrow, t.msg, t.fd));
-}
-
-fn line(who: &str, arrow: &str, msg: &SyncMessage, fd: Option<BorrowedFd<'_>>) -> String {
-    let mut name = msg.kind().map(|k| k.name()).unwrap_or("?").to_string();
-    if fd.is_some() {
-        name.push_str(" +fd");
-    }
-    let fd_note = match fd {
-        Some(fd) => format!("fd {} -> {}", fd.as_raw_fd(), fd_target(fd)),
-        None => String::new(),
-    };
-    format!(
-        "{who:<7} {arrow}  {name:<16} {:<16} {fd_note}",
-        msg.summary()
-    )
-    .trim_end()
-    .to_string()
-}
-
-fn fd_target(fd: BorrowedFd<'_>) -> String {
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|e| format!("?({e})"))
 }

@@ -459,6 +459,13 @@ func (p *Parent) Serve(h Handler) error {
 				}
 				return nil
 			}
+			// The child exited where its close is orderly (after Run): its
+			// end closed with it, even if a process it started still holds
+			// a copy, so this is the end of the conversation.
+			if errors.Is(err, ErrPeerDied) && p.m.CheckPeerClose() == nil {
+				_ = p.m.OnPeerClosed()
+				return nil
+			}
 			return &SessionError{Role: RoleParent, State: p.m.State(), Op: "recv", Err: err}
 		}
 		ty := msg.GetType()

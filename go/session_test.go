@@ -163,7 +163,15 @@ func runChildScenario(scenario string) error {
 			return fmt.Errorf("want hook failure, got %v", err)
 		}
 		return c.Close()
-	case "orphan":
+	case "orphan", "orphan-after-run":
+		if scenario == "orphan-after-run" {
+			if err := c.Hooks(); err != nil {
+				return err
+			}
+			if err := c.Ready(); err != nil {
+				return err
+			}
+		}
 		// Hand the socket to a grandchild that outlives us: the parent
 		// never reads EOF and must notice our death through the pidfd.
 		if _, err := unix.FcntlInt(uintptr(sock.Fd()), unix.F_SETFD, 0); err != nil {
@@ -365,6 +373,24 @@ func TestSessionPeerDied(t *testing.T) {
 	var se *SessionError
 	if !errors.As(err, &se) || !errors.Is(err, ErrPeerDied) {
 		t.Fatalf("got %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("death noticed too late")
+	}
+}
+
+// After Run the child's close is orderly; its death (seen through the
+// pidfd while a grandchild still holds the socket) is that close.
+func TestSessionPeerDiedAfterRunIsTheEnd(t *testing.T) {
+	cp, sock := startChild(t, "orphan-after-run", "")
+	start := time.Now()
+	err := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit, PeerPidfd: cp.pidfd}}).Serve(newRecorder())
+	cp.wait(t, true)
+	if pid, perr := strconv.Atoi(strings.TrimSpace(cp.stdout.String())); perr == nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if err != nil {
+		t.Fatalf("got %v, want the orderly end", err)
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Fatal("death noticed too late")

@@ -121,6 +121,14 @@ impl Link {
                     Err(e) => Err(SessionError::Violation(e)),
                 };
             }
+            // The peer process exited where its close is orderly (after Run):
+            // its end closed with it, even if a process it started still
+            // holds a copy, so this is the end of the conversation.
+            Err(TransportError::PeerDied) if self.machine.check_peer_close().is_ok() => {
+                self.peer_closed = true;
+                let _ = self.machine.on_peer_closed();
+                return Ok(None);
+            }
             Err(source) => {
                 return Err(SessionError::Transport {
                     step: Step::Recv(expected),

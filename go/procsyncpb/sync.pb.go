@@ -2,7 +2,7 @@
 //
 // One SyncMessage travels per SOCK_SEQPACKET record, framed as
 // varint(len(body)) || body. docs/PROTOCOL.md is the normative spec; this
-// file is its schema. Compatibility rules (see PROTOCOL.md §Compatibility):
+// file is its schema. Compatibility rules (see PROTOCOL.md §12):
 //   * unknown fields are ignored by every reader;
 //   * unknown MessageType values and unknown flag bits are rejected;
 //   * field numbers and enum values are never reused; the reserved ranges
@@ -176,7 +176,7 @@ type SyncMessage struct {
 	// same record. Every other bit is reserved and must be zero.
 	Flags uint32 `protobuf:"varint,2,opt,name=flags,proto3" json:"flags,omitempty"`
 	// The payload; which member is required, allowed or forbidden depends on
-	// `type` (PROTOCOL.md §Payload rules).
+	// `type` (PROTOCOL.md §5).
 	//
 	// Types that are valid to be assigned to Payload:
 	//

@@ -2,7 +2,7 @@
 //! runtime (parent) and its container `init` (child), the only messaging
 //! code that talks to the kernel.
 //!
-//! Rules (docs/PROTOCOL.md §Transport):
+//! Rules (docs/PROTOCOL.md §8):
 //!
 //! * one record per message, written with exactly one `sendmsg(2)`
 //!   (`MSG_NOSIGNAL`), never a zero-length record (it reads as end-of-file);

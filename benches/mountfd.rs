@@ -7,53 +7,16 @@
 //! are detached mounts, closed at once: the host's mount table is untouched.
 //! Short run: `cargo bench --bench mountfd -- --warm-up-time 1 --measurement-time 3`.
 
-use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+mod common;
+
+use std::os::fd::AsRawFd;
 use std::time::Duration;
+
+use common::runc_style_userns;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use procsync::runtime::MountFdService;
 use procsync::schema::{IdMap, IdMapping, Mount};
-
-/// runc's user namespace spawn, in Rust (see benches/userns.rs).
-fn runc_style_userns(map: &str) -> OwnedFd {
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: runs in the forked child before exec; two async-signal-safe syscalls.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWUSER) != 0
-                || libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn /proc/self/exe");
-    let pid = rustix::process::Pid::from_child(&child);
-    rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::UNTRACED)
-        .expect("waitpid")
-        .expect("status");
-    let dir = format!("/proc/{}", child.id());
-    for (f, t) in [("uid_map", map), ("setgroups", "deny"), ("gid_map", map)] {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(format!("{dir}/{f}"))
-            .and_then(|mut h| h.write_all(t.as_bytes()))
-            .expect("write map");
-    }
-    let ns: OwnedFd = std::fs::File::open(format!("{dir}/ns/user"))
-        .expect("ns")
-        .into();
-    child.kill().expect("kill");
-    child.wait().expect("reap");
-    ns
-}
 
 /// Outputs (source fds) are dropped after each batch of this many, outside
 /// the timing: enough to keep the close cost off the figure, few enough to
@@ -99,7 +62,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || (),
             |()| {
-                let ns = runc_style_userns("0 100000 65536\n");
+                let ns = runc_style_userns("0 100000 65536\n", "0 100000 65536\n");
                 let path = format!("/proc/self/fd/{}", ns.as_raw_fd());
                 let req = Mount::bind(&src, "/mnt").with_id_mapping(IdMapping::userns(path));
                 svc.make_source(&req)

@@ -13,27 +13,17 @@
 //! Short run: `cargo bench --features runc-compat --bench runc_transport --
 //! --warm-up-time 1 --measurement-time 3`.
 
+mod common;
+
 use std::hint::black_box;
 use std::os::fd::AsFd;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{measure, median, pin, pin_from_env, reply, request, Peer, PEER_VAR};
 use criterion::Criterion;
-use procsync::schema::{Mount, MountSourceKind, SyncMessage};
+use procsync::schema::SyncMessage;
 use procsync::transport::{SyncSocket, TransportError, Wire};
 use procsync::wire::runc::MountShape;
-
-const PEER_VAR: &str = "PROCSYNC_BENCH_PEER";
-const CPU_VAR: &str = "PROCSYNC_BENCH_CPU";
-const SOURCE: &str = "/var/lib/containers/storage/overlay/3f1c9a/merged";
-
-fn request() -> SyncMessage {
-    SyncMessage::mount_please(Mount::bind(SOURCE, "/data").recursive())
-}
-
-fn reply() -> SyncMessage {
-    SyncMessage::mount_fd(MountSourceKind::OpenTree, SOURCE)
-}
 
 fn wire_of(name: &str) -> Wire {
     match name {
@@ -44,25 +34,9 @@ fn wire_of(name: &str) -> Wire {
     }
 }
 
-fn pin(cpu: usize) {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
-}
-
-/// Nanoseconds on CPU of a task, from /proc/…/schedstat (first field).
-fn cpu_ns(path: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The peer: answer every MountPlease with a MountFd and one fd until EOF.
 fn peer(wire: &str) {
-    if let Some(cpu) = std::env::var(CPU_VAR).ok().and_then(|c| c.parse().ok()) {
-        pin(cpu);
-    }
+    pin_from_env();
     let sock = SyncSocket::from_env()
         .expect("peer: from_env")
         .with_wire(wire_of(wire));
@@ -77,74 +51,11 @@ fn peer(wire: &str) {
     }
 }
 
-struct Peer {
-    child: Child,
-    sock: SyncSocket,
-}
-
-impl Peer {
-    fn spawn(wire: &str, cpu: usize) -> Peer {
-        let (sock, theirs) = SyncSocket::pair().unwrap();
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.env(PEER_VAR, wire)
-            .env(CPU_VAR, cpu.to_string())
-            .stdin(Stdio::null());
-        theirs.pass_to_child(&mut cmd).unwrap();
-        let child = cmd.spawn().unwrap();
-        drop(theirs);
-        Peer {
-            child,
-            sock: sock.with_wire(wire_of(wire)),
-        }
-    }
-
-    fn schedstat(&self) -> String {
-        format!("/proc/{}/schedstat", self.child.id())
-    }
-
-    fn finish(mut self) {
-        drop(self.sock);
-        let st = self.child.wait().unwrap();
-        assert!(st.success(), "peer failed: {st}");
-    }
-}
-
 /// One round trip: send MountPlease, receive MountFd and its fd.
 fn rt(sock: &SyncSocket, req: &SyncMessage) {
     sock.send(req, None).unwrap();
     let r = sock.recv().unwrap();
     black_box(r.fd.expect("MountFd carries an fd"));
-}
-
-/// Wall and CPU (self thread + peer) nanoseconds per round trip over `n`.
-fn measure(peer: &Peer, n: u32, req: &SyncMessage) -> (f64, f64) {
-    for _ in 0..200 {
-        rt(&peer.sock, req);
-    }
-    let (c0, p0) = (
-        cpu_ns("/proc/thread-self/schedstat"),
-        cpu_ns(&peer.schedstat()),
-    );
-    let t0 = Instant::now();
-    for _ in 0..n {
-        rt(&peer.sock, req);
-    }
-    let wall = t0.elapsed();
-    let (c1, p1) = (
-        cpu_ns("/proc/thread-self/schedstat"),
-        cpu_ns(&peer.schedstat()),
-    );
-    let cpu = (c1 - c0) + (p1 - p0);
-    (
-        wall.as_nanos() as f64 / f64::from(n),
-        cpu as f64 / f64::from(n),
-    )
-}
-
-fn median(v: &[(f64, f64)], i: usize) -> f64 {
-    let mut x: Vec<f64> = v.iter().map(|p| if i == 0 { p.0 } else { p.1 }).collect();
-    x.sort_by(f64::total_cmp);
-    x[x.len() / 2]
 }
 
 fn main() {
@@ -155,7 +66,16 @@ fn main() {
     let cpu = rustix::thread::sched_getcpu();
     pin(cpu);
     let wires = ["native", "runc-v1.2", "runc-v1.4"];
-    let peers: Vec<Peer> = wires.iter().map(|w| Peer::spawn(w, cpu)).collect();
+    let peers: Vec<Peer> = wires
+        .iter()
+        .map(|w| {
+            let p = Peer::spawn(w, cpu);
+            Peer {
+                sock: p.sock.with_wire(wire_of(w)),
+                ..p
+            }
+        })
+        .collect();
     let req = request();
 
     let mut c = Criterion::default()
@@ -196,7 +116,7 @@ fn main() {
     let mut results = vec![Vec::new(); wires.len()];
     for _ in 0..rounds {
         for (i, p) in peers.iter().enumerate() {
-            results[i].push(measure(p, n, &req));
+            results[i].push(measure(p, n, || rt(&p.sock, &req)));
         }
     }
     println!(

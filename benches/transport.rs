@@ -9,16 +9,18 @@
 //!
 //! Short run: `cargo bench --bench transport -- --warm-up-time 1 --measurement-time 3`.
 
+mod common;
+
 use std::hint::black_box;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use common::{measure, median, pin, pin_from_env, reply, request, Peer, PEER_VAR};
 use criterion::Criterion;
-use procsync::schema::{Mount, MountSourceKind, SyncMessage};
+use procsync::schema::SyncMessage;
 use procsync::transport::{SyncSocket, TransportError};
 use procsync::wire::{native, Limits};
 use rustix::net::{
@@ -26,36 +28,10 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-const PEER_VAR: &str = "PROCSYNC_BENCH_PEER";
-const CPU_VAR: &str = "PROCSYNC_BENCH_CPU";
-const SOURCE: &str = "/var/lib/containers/storage/overlay/3f1c9a/merged";
-
-fn request() -> SyncMessage {
-    SyncMessage::mount_please(Mount::bind(SOURCE, "/data").recursive())
-}
-
-fn reply() -> SyncMessage {
-    SyncMessage::mount_fd(MountSourceKind::OpenTree, SOURCE)
-}
-
 fn encoded(msg: &SyncMessage, fd: bool) -> Vec<u8> {
     let mut b = BytesMut::new();
     native::encode(msg, fd, &mut b, &Limits::default()).unwrap();
     b.to_vec()
-}
-
-fn pin(cpu: usize) {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
-}
-
-/// Nanoseconds on CPU of a task, from /proc/…/schedstat (first field).
-fn cpu_ns(path: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn raw_send(sock: impl AsFd, bytes: &[u8], fd: Option<std::os::fd::BorrowedFd<'_>>) {
@@ -93,9 +69,7 @@ fn raw_recv(sock: impl AsFd, buf: &mut [u8]) -> (usize, Option<OwnedFd>) {
 
 /// The peer: answer every MountPlease with a MountFd and one fd until EOF.
 fn peer(mode: &str) {
-    if let Some(cpu) = std::env::var(CPU_VAR).ok().and_then(|c| c.parse().ok()) {
-        pin(cpu);
-    }
+    pin_from_env();
     let sock = SyncSocket::from_env().expect("peer: from_env");
     let file = std::fs::File::open("/dev/null").unwrap();
     match mode {
@@ -123,35 +97,6 @@ fn peer(mode: &str) {
     }
 }
 
-struct Peer {
-    child: Child,
-    sock: SyncSocket,
-}
-
-impl Peer {
-    fn spawn(mode: &str, cpu: usize) -> Peer {
-        let (sock, theirs) = SyncSocket::pair().unwrap();
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.env(PEER_VAR, mode)
-            .env(CPU_VAR, cpu.to_string())
-            .stdin(Stdio::null());
-        theirs.pass_to_child(&mut cmd).unwrap();
-        let child = cmd.spawn().unwrap();
-        drop(theirs);
-        Peer { child, sock }
-    }
-
-    fn schedstat(&self) -> String {
-        format!("/proc/{}/schedstat", self.child.id())
-    }
-
-    fn finish(mut self) {
-        drop(self.sock);
-        let st = self.child.wait().unwrap();
-        assert!(st.success(), "peer failed: {st}");
-    }
-}
-
 /// A procsync round trip: send MountPlease, receive MountFd and its fd.
 fn procsync_rt(sock: &SyncSocket, req: &SyncMessage) {
     sock.send(req, None).unwrap();
@@ -164,37 +109,6 @@ fn raw_rt(sock: &SyncSocket, req: &[u8], buf: &mut [u8]) {
     raw_send(sock, req, None);
     let (n, fd) = raw_recv(sock, buf);
     black_box((n, fd.expect("an fd")));
-}
-
-/// Wall and CPU (self thread + peer) nanoseconds per round trip over `n`.
-fn measure(peer: &Peer, n: u32, mut rt: impl FnMut()) -> (f64, f64) {
-    for _ in 0..200 {
-        rt();
-    }
-    let (c0, p0) = (
-        cpu_ns("/proc/thread-self/schedstat"),
-        cpu_ns(&peer.schedstat()),
-    );
-    let t0 = Instant::now();
-    for _ in 0..n {
-        rt();
-    }
-    let wall = t0.elapsed();
-    let (c1, p1) = (
-        cpu_ns("/proc/thread-self/schedstat"),
-        cpu_ns(&peer.schedstat()),
-    );
-    let cpu = (c1 - c0) + (p1 - p0);
-    (
-        wall.as_nanos() as f64 / f64::from(n),
-        cpu as f64 / f64::from(n),
-    )
-}
-
-fn median(v: &[(f64, f64)], i: usize) -> f64 {
-    let mut x: Vec<f64> = v.iter().map(|p| if i == 0 { p.0 } else { p.1 }).collect();
-    x.sort_by(f64::total_cmp);
-    x[x.len() / 2]
 }
 
 /// CPU nanoseconds per round trip spent in the codec alone (in-process):

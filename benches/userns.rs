@@ -6,11 +6,11 @@
 //! Needs root; prints a reason and does nothing otherwise.
 //! Short run: `cargo bench --bench userns -- --warm-up-time 1 --measurement-time 3`.
 
-use std::io::Write;
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::Duration;
+
+use common::runc_style_userns;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use procsync::runtime::userns::{self, UsernsCache, UsernsKey};
@@ -39,51 +39,6 @@ fn map_text(maps: &[IdMap]) -> String {
     maps.iter()
         .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
         .collect()
-}
-
-/// runc's way, in Rust: fork+exec /proc/self/exe in a new user namespace,
-/// traced so it stops at exec; map it; open its ns; kill and reap it.
-fn runc_style(uid: &str, gid: &str) -> OwnedFd {
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // two async-signal-safe syscalls.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWUSER) != 0
-                || libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn /proc/self/exe");
-    let pid = rustix::process::Pid::from_child(&child);
-    // The exec stop (SIGTRAP) of the traced child.
-    let (_, st) = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::UNTRACED)
-        .expect("waitpid")
-        .expect("status");
-    assert!(st.stopped(), "child did not stop: {st:?}");
-    let dir = format!("/proc/{}", child.id());
-    let write = |f: &str, t: &str| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(format!("{dir}/{f}"))
-            .and_then(|mut h| h.write_all(t.as_bytes()))
-            .expect("write map")
-    };
-    write("uid_map", uid);
-    write("setgroups", "deny");
-    write("gid_map", gid);
-    let ns: OwnedFd = std::fs::File::open(format!("{dir}/ns/user"))
-        .expect("open ns")
-        .into();
-    child.kill().expect("kill");
-    child.wait().expect("reap");
-    ns
 }
 
 fn bench(c: &mut Criterion) {
@@ -125,7 +80,7 @@ fn bench(c: &mut Criterion) {
     });
     let (ut, gt) = (map_text(&uid), map_text(&gid));
     g.bench_function("runc_style_spawn_traceme", |b| {
-        b.iter(|| runc_style(&ut, &gt))
+        b.iter(|| runc_style_userns(&ut, &gt))
     });
     g.finish();
 }

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod origin;
 pub mod policy;
 pub mod runtime;
 pub mod schema;
@@ -27,6 +28,8 @@ pub mod session;
 pub mod state;
 pub mod transport;
 pub mod wire;
+
+pub use origin::Origin;
 
 /// Compiles and runs the README's code examples as doctests.
 #[cfg(doctest)]

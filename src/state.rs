@@ -287,23 +287,9 @@ pub enum Direction {
     Recv,
 }
 
-/// Who caused a [`StateError`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Origin {
-    /// The local caller tried something the protocol forbids; nothing was sent.
-    Local,
-    /// The peer sent (or closed) out of order: a protocol violation.
-    Peer,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Origin::Local => "local",
-            Origin::Peer => "peer",
-        })
-    }
-}
+/// Who caused a [`StateError`]: [`Origin::Local`] or [`Origin::Peer`] (the
+/// state machine never reports [`Origin::Os`]).
+pub use crate::Origin;
 
 /// What a [`StateError`] is about: a message or a close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -746,7 +732,7 @@ impl Machine {
                 self.crossing = match (by, state) {
                     (Origin::Local, State::Broken) => TypeSet::EMPTY,
                     (Origin::Local, state) => conversation_sends(state, self.role.peer()),
-                    (Origin::Peer, _) => TypeSet::EMPTY,
+                    (Origin::Peer | Origin::Os, _) => TypeSet::EMPTY,
                 };
                 self.broken_pending = None;
                 self.failed_by = Some(by);

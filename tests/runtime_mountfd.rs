@@ -9,9 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use procsync::runtime::mountfd::Step;
-use procsync::runtime::{
-    attach, userns, AttachError, Blame, MountFdError, MountFdService, UsernsCache,
-};
+use procsync::runtime::{attach, userns, AttachError, MountFdError, MountFdService, UsernsCache};
 use procsync::schema::{IdMap, IdMapping, Mount, MountSourceKind};
 use runtime_common::{
     children, fd_count, file_owned, owner, private_mount_ns, root_or_skip, serial,
@@ -230,7 +228,7 @@ fn bad_requests_get_typed_errors_without_leaks() {
     };
     let e = svc.make_source(&tmpfs).unwrap_err();
     assert!(matches!(e, MountFdError::NotBind { .. }), "{e}");
-    assert_eq!(e.blame(), Blame::Request);
+    assert_eq!(e.origin(), procsync::Origin::Peer);
     assert!(e.to_string().contains("not a bind mount"), "{e}");
 
     let missing = format!("{src_s}/does-not-exist");
@@ -295,7 +293,7 @@ fn bad_requests_get_typed_errors_without_leaks() {
             .unwrap_err();
         assert!(matches!(e, MountFdError::InvalidRequest { .. }), "{e}");
         assert!(e.to_string().contains("id_mapping"), "{e}");
-        assert_eq!(e.blame(), Blame::Request);
+        assert_eq!(e.origin(), procsync::Origin::Peer);
     }
 
     let e = svc

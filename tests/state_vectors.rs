@@ -91,8 +91,7 @@ fn types(set: TypeSet) -> Value {
 
 fn origin(o: Option<Origin>) -> Value {
     match o {
-        Some(Origin::Local) => json!("local"),
-        Some(Origin::Peer) => json!("peer"),
+        Some(o) => json!(o.as_str()),
         None => Value::Null,
     }
 }
@@ -169,10 +168,7 @@ fn generate() -> String {
                     });
                     if let Some(e) = err {
                         o["error"] = json!({
-                            "blame": match e.origin() {
-                                Origin::Local => "local",
-                                Origin::Peer => "peer",
-                            },
+                            "blame": e.origin().as_str(),
                             "expected": types(e.expected()),
                             "text": e.to_string(),
                         });

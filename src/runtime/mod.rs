@@ -47,5 +47,5 @@ pub mod userns;
 
 pub use attach::{attach, AttachError};
 pub use handler::{NoExtras, ServeMounts};
-pub use mountfd::{Blame, MountFdError, MountFdService, MountSource};
+pub use mountfd::{MountFdError, MountFdService, MountSource};
 pub use userns::{UsernsCache, UsernsError, UsernsKey};

@@ -16,6 +16,7 @@
 //! propagation is that of the container. User namespace fds (ranges and
 //! `userns_path`) are always resolved in the caller's namespaces.
 
+use crate::Origin;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -129,27 +130,19 @@ pub enum MountFdError {
     Worker(&'static str),
 }
 
-/// Who caused a [`MountFdError`]: what a session reports to its peer and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Blame {
-    /// The request (the peer's `MountPlease`, or the caller who built it).
-    Request,
-    /// The kernel refused a step for a well-formed request.
-    Os,
-    /// This process's own setup (the mount-namespace worker).
-    Local,
-}
-
 impl MountFdError {
-    /// Who caused this error.
-    pub fn blame(&self) -> Blame {
+    /// Who caused this error: [`Origin::Peer`] for the request (the peer's
+    /// `MountPlease`), [`Origin::Os`] when the kernel refused a step for a
+    /// well-formed request, [`Origin::Local`] for this process's own setup
+    /// (the mount-namespace worker).
+    pub fn origin(&self) -> Origin {
         match self {
             MountFdError::NotBind { .. }
             | MountFdError::InvalidRequest { .. }
-            | MountFdError::NotUserNamespace { .. } => Blame::Request,
-            MountFdError::Userns { err, .. } if err.is_invalid_mapping() => Blame::Request,
-            MountFdError::Userns { .. } | MountFdError::Os { .. } => Blame::Os,
-            MountFdError::MountNamespace { .. } | MountFdError::Worker(_) => Blame::Local,
+            | MountFdError::NotUserNamespace { .. } => Origin::Peer,
+            MountFdError::Userns { err, .. } if err.is_invalid_mapping() => Origin::Peer,
+            MountFdError::Userns { .. } | MountFdError::Os { .. } => Origin::Os,
+            MountFdError::MountNamespace { .. } | MountFdError::Worker(_) => Origin::Local,
         }
     }
 

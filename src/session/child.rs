@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use crate::schema::{Mount, MountSourceKind, SyncMessage};
-use crate::state::{self, Flow, Machine, Role, State};
+use crate::state::{Flow, Machine, Role, State};
 use crate::transport::SyncSocket;
 
 use super::link::Link;
@@ -180,7 +180,7 @@ impl Child {
             // Closed either way; whether it was orderly does not matter now.
             let _ = self.link.machine.on_peer_closed();
             return Err(SessionError::Closed {
-                by: state::Origin::Peer,
+                by: crate::Origin::Peer,
             });
         }
         self.link.send(&SyncMessage::error(message), None)

@@ -5,7 +5,7 @@ use std::io;
 
 use crate::policy::PolicyRefusal;
 use crate::schema::MessageType;
-use crate::state::{self, State, StateError, TypeSet};
+use crate::state::{State, StateError, TypeSet};
 use crate::transport::{Origin, TransportError};
 
 use super::parent::HandlerError;
@@ -98,12 +98,12 @@ pub enum SessionError {
     },
     /// The conversation is over on this connection (the named side closed
     /// it); nothing was written.
-    #[error("the sync socket is closed (closed by the {} side); nothing sent", by_name(*.by))]
+    #[error("the sync socket is closed (closed by the {} side); nothing sent", by)]
     Closed {
-        /// Which side closed: [`state::Origin::Peer`] when the peer closed
-        /// (or shut down its sending side), [`state::Origin::Local`] when
+        /// Which side closed: [`Origin::Peer`] when the peer closed
+        /// (or shut down its sending side), [`Origin::Local`] when
         /// this side already finished.
-        by: state::Origin,
+        by: Origin,
     },
     /// A system call on the peer's pidfd failed.
     #[error("{step}: {source}")]
@@ -114,13 +114,6 @@ pub enum SessionError {
         #[source]
         source: io::Error,
     },
-}
-
-fn by_name(o: state::Origin) -> &'static str {
-    match o {
-        state::Origin::Local => "local",
-        state::Origin::Peer => "peer",
-    }
 }
 
 impl SessionError {
@@ -134,10 +127,7 @@ impl SessionError {
             | SessionError::MountRefused(_)
             | SessionError::Handler { .. } => Origin::Local,
             SessionError::Transport { source, .. } => source.origin(),
-            SessionError::Closed { by } => match by {
-                state::Origin::Peer => Origin::Peer,
-                state::Origin::Local => Origin::Local,
-            },
+            SessionError::Closed { by } => *by,
             SessionError::Os { .. } => Origin::Os,
         }
     }

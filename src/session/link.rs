@@ -5,7 +5,7 @@ use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use crate::schema::{MessageType, SyncMessage};
-use crate::state::{self, Direction, Machine, State};
+use crate::state::{Direction, Machine, State};
 use crate::transport::{Received, SyncSocket, TransportError};
 
 use super::{SessionError, Step, Traffic};
@@ -63,12 +63,12 @@ impl Link {
     pub(crate) fn check_open(&self) -> Result<(), SessionError> {
         if self.peer_closed {
             return Err(SessionError::Closed {
-                by: state::Origin::Peer,
+                by: crate::Origin::Peer,
             });
         }
         if self.machine.state() == State::Closed {
             return Err(SessionError::Closed {
-                by: self.machine.closed_by().unwrap_or(state::Origin::Local),
+                by: self.machine.closed_by().unwrap_or(crate::Origin::Local),
             });
         }
         Ok(())
@@ -107,7 +107,7 @@ impl Link {
     pub(crate) fn recv(&mut self) -> Result<Option<Received>, SessionError> {
         if self.peer_closed || self.machine.state() == State::Closed {
             return Err(SessionError::Closed {
-                by: self.machine.closed_by().unwrap_or(state::Origin::Peer),
+                by: self.machine.closed_by().unwrap_or(crate::Origin::Peer),
             });
         }
         let expected = self.machine.expected_recv();

@@ -88,16 +88,7 @@ pub enum Wire {
 }
 
 /// Who caused a [`TransportError`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Origin {
-    /// The peer: it closed, died, was too slow, or sent a bad record.
-    Peer,
-    /// The local caller: it asked for something the protocol or the
-    /// transport does not allow (nothing was sent).
-    Local,
-    /// The operating system: a system call failed for its own reasons.
-    Os,
-}
+pub use crate::Origin;
 
 /// Why a transport operation failed. [`TransportError::origin`] says who
 /// caused it. Every fd that arrived with a rejected record has been closed.

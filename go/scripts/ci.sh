@@ -29,9 +29,9 @@ echo "== go: go test -race"
 go test -race -count=1 ./...
 if [[ "$fuzztime" != "0" ]]; then
 	echo "== go: fuzz FuzzDecode for $fuzztime"
-	go test -run '^$' -fuzz FuzzDecode -fuzztime "$fuzztime" -fuzzminimizetime 1s .
+	go test -run '^$' -fuzz FuzzDecode -fuzztime "$fuzztime" -fuzzminimizetime 1s ./procsync
 fi
 if [[ "$benchtime" != "0" ]]; then
 	echo "== go: benchmark smoke"
-	go test -run '^$' -bench . -benchtime "$benchtime" .
+	go test -run '^$' -bench . -benchtime "$benchtime" ./procsync
 fi

@@ -22,7 +22,7 @@ import (
 	"strconv"
 	"strings"
 
-	procsync "github.com/procsync/procsync/go"
+	"github.com/procsync/procsync/go/procsync"
 )
 
 func main() {

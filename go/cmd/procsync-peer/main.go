@@ -32,7 +32,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	procsync "github.com/procsync/procsync/go"
+	"github.com/procsync/procsync/go/procsync"
 	pb "github.com/procsync/procsync/go/procsyncpb"
 )
 

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"testing"
 
-	procsync "github.com/procsync/procsync/go"
+	"github.com/procsync/procsync/go/procsync"
 )
 
 // The test binary doubles as the peer program: with envAsMain set it runs

@@ -15,7 +15,7 @@ import (
 
 // The golden vectors are the contract every implementation of the native
 // wire is held to; the Rust crate reads the very same file.
-const vectorsPath = "../tests/vectors/native.json"
+const vectorsPath = "../../tests/vectors/native.json"
 
 type vector struct {
 	Name      string          `json:"name"`

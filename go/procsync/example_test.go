@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	procsync "github.com/procsync/procsync/go"
+	"github.com/procsync/procsync/go/procsync"
 	pb "github.com/procsync/procsync/go/procsyncpb"
 )
 

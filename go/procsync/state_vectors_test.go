@@ -17,7 +17,7 @@ import (
 // path, must show the same observables, and every event from it must have
 // the same outcome (accepted, or rejected with the same blame, legal set
 // and text) and lead to the listed machine.
-const stateVectorsPath = "../tests/vectors/state.json"
+const stateVectorsPath = "../../tests/vectors/state.json"
 
 type stateOutcome struct {
 	Event string `json:"event"`

@@ -8,7 +8,7 @@ use procsync::schema::{MessageType as T, Mount};
 use procsync::state::{Direction, Event, Flow, Machine, Origin, Role, State, StateError, TypeSet};
 use proptest::prelude::*;
 
-#[path = "../fuzz/src/checks.rs"]
+#[path = "support/checks.rs"]
 mod checks;
 use checks::grammar::{grammar, machine_accepts, reference_accepts, token, valid_prefix, Ev};
 

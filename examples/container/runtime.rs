@@ -104,12 +104,14 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
             true
         }
         Err(e) => {
-            out!("parent:   start failed: {e}");
+            // The error and its causes on one line.
+            let mut text = e.to_string();
             let mut cause = std::error::Error::source(e);
             while let Some(c) = cause {
-                out!("parent:     caused by: {c}");
+                text.push_str(&format!(": {c}"));
                 cause = c.source();
             }
+            out!("parent:   start failed: {text}");
             false
         }
     };

@@ -28,7 +28,7 @@ trap 'rm -rf "$work"' EXIT
 tar -xzf "$crate" -C "$work"
 pkg="$work/procsync-$version"
 echo "== unpacked $(basename "$crate"): $(find "$pkg" -type f | wc -l) files, $(du -sk "$crate" | cut -f1) KiB packed"
-for absent in go fuzz scripts .ci; do
+for absent in go fuzz .ci scripts/test.sh; do
   [ ! -e "$pkg/$absent" ] || { echo "the package ships $absent/" >&2; exit 1; }
 done
 [ -f "$pkg/Cargo.toml.orig" ] || { echo "no Cargo.toml.orig: the tests cannot tell they are packaged" >&2; exit 1; }

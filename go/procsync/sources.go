@@ -17,7 +17,7 @@ func OpenPlain(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 	if err != nil {
 		return nil, 0, &os.PathError{Op: "open", Path: req.GetSource(), Err: err}
 	}
-	return os.NewFile(uintptr(fd), req.GetSource()), KindPlainOpen, nil
+	return os.NewFile(uintptr(fd), req.GetSource()), SourcePlainOpen, nil
 }
 
 // OpenTree is a Mount handler building block: a detached clone of the
@@ -33,5 +33,5 @@ func OpenTree(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 	if err != nil {
 		return nil, 0, &os.PathError{Op: "open_tree", Path: req.GetSource(), Err: err}
 	}
-	return os.NewFile(uintptr(fd), req.GetSource()), KindOpenTree, nil
+	return os.NewFile(uintptr(fd), req.GetSource()), SourceOpenTree, nil
 }

@@ -105,7 +105,11 @@ impl Child {
     /// Asks the parent for a source fd for `mount` (MountPlease → MountFd).
     ///
     /// The reply must name the same source as the request
-    /// ([`SessionError::SourceMismatch`] otherwise, and its fd is closed).
+    /// ([`SessionError::SourceMismatch`] otherwise, and its fd is closed),
+    /// and an id-mapped request (one with [`Mount::id_mapping`]) must be
+    /// answered with an [`MountSourceKind::OpenTree`] source
+    /// ([`SessionError::SourceDowngraded`] otherwise, fd closed): never a
+    /// silent downgrade to an unmapped bind.
     /// Init flow only, before [`hooks`](Self::hooks).
     pub fn mount_source(&mut self, mount: &Mount) -> Result<MountSource, SessionError> {
         self.link
@@ -121,6 +125,15 @@ impl Child {
             });
         }
         let kind = MountSourceKind::try_from(info.kind).unwrap_or(MountSourceKind::Unspecified);
+        // An id-mapped request needs a detached mount to carry the mapping:
+        // a plain O_PATH fd (what a parent that does not know id-mapped
+        // mounts sends) would silently drop it. `rec.fd` closes here.
+        if mount.id_mapping.is_some() && kind != MountSourceKind::OpenTree {
+            return Err(SessionError::SourceDowngraded {
+                mount_source: mount.source.clone(),
+                got: kind,
+            });
+        }
         match rec.fd {
             Some(fd) => Ok(MountSource { fd, kind }),
             // Unreachable past the codec (MountFd requires an fd); kept total.
@@ -163,7 +176,9 @@ impl Child {
     }
 
     /// Tells the parent this side gives up, with `message` (Error). Error is
-    /// terminal: the session accepts nothing afterwards.
+    /// terminal: the session accepts nothing afterwards. A message too long
+    /// for one record is cut to fit, ending with
+    /// [`TRUNCATION_MARK`](super::TRUNCATION_MARK).
     ///
     /// Never writes to a closed connection (runc issue #4171): if the parent
     /// has closed, or shut down its sending side (it will read no more),
@@ -183,7 +198,8 @@ impl Child {
                 by: crate::Origin::Peer,
             });
         }
-        self.link.send(&SyncMessage::error(message), None)
+        let msg = self.link.error_message(&message.into());
+        self.link.send(&msg, None)
     }
 
     /// Closes the connection. Always closes; returns

@@ -4,10 +4,13 @@
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
+use crate::transport::Wire;
+
 use crate::schema::{MessageType, SyncMessage};
 use crate::state::{Direction, Machine, State};
 use crate::transport::{Received, SyncSocket, TransportError};
 
+use super::core::deadline_after;
 use super::{SessionError, Step, Traffic};
 
 /// A callback told about every message a session sends or receives.
@@ -86,7 +89,7 @@ impl Link {
         let mut next = self.machine;
         next.on_send(ty).map_err(SessionError::Misuse)?;
         self.observe(Direction::Send, msg, fd);
-        let deadline = self.deadline.map(|d| Instant::now() + d);
+        let deadline = deadline_after(Instant::now(), self.deadline);
         match self.sock.send_deadline(msg, fd, deadline) {
             Ok(()) => {
                 self.machine = next;
@@ -101,6 +104,13 @@ impl Link {
         }
     }
 
+    /// The Error reply carrying `text`, cut to fit this socket's record
+    /// limit on its wire.
+    pub(crate) fn error_message(&self, text: &str) -> SyncMessage {
+        let wire: Wire = self.sock.wire();
+        super::core::error_reply(text, wire, self.sock.limits())
+    }
+
     /// Receives the next message. `Ok(None)` is an orderly close by the
     /// peer; a close that breaks the protocol is [`SessionError::Violation`].
     /// A peer Error is [`SessionError::Remote`].
@@ -111,7 +121,7 @@ impl Link {
             });
         }
         let expected = self.machine.expected_recv();
-        let deadline = self.deadline.map(|d| Instant::now() + d);
+        let deadline = deadline_after(Instant::now(), self.deadline);
         let rec = match self.sock.recv_deadline(deadline) {
             Ok(rec) => rec,
             Err(TransportError::PeerClosed) => {

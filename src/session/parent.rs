@@ -5,15 +5,17 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::policy::{ConfiguredMounts, MountPolicy, PolicyRefusal};
 use crate::schema::{MessageType, Mount, SeccompTransfer, SyncMessage};
 use crate::state::{Flow, Machine, Role, State};
-use crate::transport::{Origin, SyncSocket};
+use crate::transport::SyncSocket;
+use crate::Origin;
 
+use super::core::deadline_after;
 use super::link::Link;
-use super::{pidfd_getfd, MountSource, SessionError, Step, Traffic};
+use super::{error_chain, pidfd_getfd, MountSource, SessionError, Step, Traffic};
 
 /// How long the parent waits for each message from the child by default:
 /// 60 s, as runc's mount-source thread waits for a request.
@@ -58,14 +60,7 @@ impl HandlerError {
     /// The message and every cause, joined with `": "` (the text the child
     /// receives after the request name).
     pub fn chain(&self) -> String {
-        let mut s = self.message.clone();
-        let mut next = self.source();
-        while let Some(e) = next {
-            s.push_str(": ");
-            s.push_str(&e.to_string());
-            next = e.source();
-        }
-        s
+        super::error_chain(self)
     }
 }
 
@@ -147,7 +142,26 @@ impl ChildFd<'_> {
 /// What the parent does for each request, one method per request type
 /// (runc's `parseSync` callback). An `Err` is sent to the child as the
 /// Error reply to that request and ends [`Parent::serve`].
+///
+/// # Deadlines
+///
+/// Before each call the parent tells the handler, with
+/// [`set_deadline`](Self::set_deadline), the instant by which the reply
+/// must be sent (the request's arrival plus the parent's per-message
+/// deadline). A handler that does blocking work (opening a path on a slow
+/// filesystem, spawning a helper) must finish or give up by then, returning
+/// an error. The parent cannot preempt a blocking handler: one that returns
+/// late has its result discarded — the child gets an Error reply and
+/// [`Parent::serve`] ends with [`SessionError::HandlerOverran`] — but the
+/// parent waits for it to return.
 pub trait ParentHandler {
+    /// The instant by which the reply to the request about to be handled
+    /// must be sent, or `None` when the parent has no deadline. Called
+    /// before every other method. The default ignores it.
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        let _ = deadline;
+    }
+
     /// Makes the source fd for an accepted MountPlease (the policy has
     /// already allowed it). The default serves no mounts.
     fn mount(&mut self, req: &Mount) -> Result<MountSource, HandlerError> {
@@ -176,6 +190,9 @@ pub trait ParentHandler {
 }
 
 impl<H: ParentHandler + ?Sized> ParentHandler for &mut H {
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        (**self).set_deadline(deadline);
+    }
     fn mount(&mut self, req: &Mount) -> Result<MountSource, HandlerError> {
         (**self).mount(req)
     }
@@ -385,6 +402,10 @@ impl Parent {
             let Some(rec) = self.link.recv()? else {
                 return Ok(());
             };
+            // The reply is due one per-message deadline after the request
+            // arrived; the handler is told, and held to it.
+            let due = deadline_after(Instant::now(), self.link.deadline);
+            handler.set_deadline(due);
             let ty = rec.msg.kind().unwrap_or(MessageType::Unspecified);
             match ty {
                 MessageType::MountPlease => {
@@ -393,18 +414,18 @@ impl Parent {
                         self.reply_error(&refusal_text(&refusal));
                         return Err(SessionError::MountRefused(refusal));
                     }
-                    let source = self.handled(ty, handler.mount(&req))?;
+                    let source = self.handled(ty, due, handler.mount(&req))?;
                     let reply = SyncMessage::mount_fd(source.kind, req.source);
                     self.reply(ty, &reply, Some(source.fd.as_fd()))?;
                     report.mounts += 1;
                 }
                 MessageType::Hooks => {
-                    self.handled(ty, handler.hooks())?;
+                    self.handled(ty, due, handler.hooks())?;
                     self.reply(ty, &SyncMessage::hooks_done(), None)?;
                     report.hooks = true;
                 }
                 MessageType::Ready => {
-                    self.handled(ty, handler.ready())?;
+                    self.handled(ty, due, handler.ready())?;
                     self.reply(ty, &SyncMessage::run(), None)?;
                     report.ready = true;
                 }
@@ -423,7 +444,7 @@ impl Parent {
                             return Err(self.handler_failed(ty, e));
                         }
                     };
-                    self.handled(ty, handler.seccomp(fd))?;
+                    self.handled(ty, due, handler.seccomp(fd))?;
                     self.reply(ty, &SyncMessage::seccomp_done(), None)?;
                     report.seccomp = true;
                 }
@@ -437,12 +458,28 @@ impl Parent {
         }
     }
 
+    /// The handler's result for `request`: an error, or a result that came
+    /// after `due`, is answered with an Error reply. A late result is
+    /// dropped (an fd in it is closed).
     fn handled<T>(
         &mut self,
         request: MessageType,
+        due: Option<Instant>,
         r: Result<T, HandlerError>,
     ) -> Result<T, SessionError> {
-        r.map_err(|e| self.handler_failed(request, e))
+        let r = r.map_err(|e| self.handler_failed(request, e))?;
+        if let Some(due) = due {
+            let now = Instant::now();
+            if now > due {
+                drop(r);
+                let overrun = now - due;
+                self.reply_error(&format!(
+                    "{request} failed in the parent: the handler overran its deadline by {overrun:?}"
+                ));
+                return Err(SessionError::HandlerOverran { request, overrun });
+            }
+        }
+        Ok(r)
     }
 
     /// Sends the reply to `request`. If this side cannot send it (the codec
@@ -469,7 +506,7 @@ impl Parent {
 
     /// Tells the child why `request` failed, then returns the handler error.
     fn handler_failed(&mut self, request: MessageType, e: HandlerError) -> SessionError {
-        let text = format!("{request} failed in the parent: {}", e.chain());
+        let text = format!("{request} failed in the parent: {}", error_chain(&e));
         self.reply_error(&text);
         SessionError::Handler { request, source: e }
     }
@@ -478,7 +515,8 @@ impl Parent {
     /// that already closed or died cannot be told, and the caller's error
     /// (the refusal, the handler's failure) is the one that matters.
     fn reply_error(&mut self, text: &str) {
-        let _ = self.link.send(&SyncMessage::error(text), None);
+        let msg = self.link.error_message(text);
+        let _ = self.link.send(&msg, None);
     }
 }
 
@@ -495,11 +533,5 @@ pub fn refusal_text(refusal: &PolicyRefusal) -> String {
 
 /// The transport error under a session error, with its causes, joined with `": "`.
 fn source_chain(e: &SessionError) -> String {
-    let mut parts = Vec::new();
-    let mut next = e.source();
-    while let Some(c) = next {
-        parts.push(c.to_string());
-        next = c.source();
-    }
-    parts.join(": ")
+    e.source().map(error_chain).unwrap_or_default()
 }

@@ -503,7 +503,7 @@ func TestChildRefusesADowngradedSource(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			done <- NewParent(a, ParentOptions{Options: Options{Flow: FlowInit}, Policy: AllowAll{}}).Serve(HandlerFuncs{
-				MountFunc: OpenPlain,
+				MountFunc: openPlainForTest,
 			})
 		}()
 		c := NewChild(b, Options{Flow: FlowInit, Timeout: 5 * time.Second})
@@ -546,4 +546,14 @@ func rawSendEmpty(t *testing.T, s *SyncSocket, fds ...int) {
 	if _, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(s.Fd()), uintptr(unsafe.Pointer(&msg)), unix.MSG_NOSIGNAL); e != 0 {
 		t.Fatalf("raw sendmsg: %v", e)
 	}
+}
+
+// openPlainForTest serves req's source as an O_PATH fd of kind PLAIN_OPEN,
+// walking the path (test parents only: real ones serve pinned sources).
+func openPlainForTest(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
+	fd, err := unix.Open(req.GetSource(), unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	return os.NewFile(uintptr(fd), req.GetSource()), SourcePlainOpen, nil
 }

@@ -25,7 +25,7 @@ const DefaultTimeout = 60 * time.Second
 // TruncationMark ends an Error text that was cut to fit the peer's record
 // limit (PROTOCOL §11): the text is cut at a UTF-8 boundary and the mark
 // appended, so the reader sees that something is missing.
-const TruncationMark = " [truncated]"
+const TruncationMark = " […truncated]"
 
 // Options configure a [Child] or [Parent] session.
 type Options struct {

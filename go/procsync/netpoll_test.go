@@ -65,7 +65,7 @@ func TestThousandConcurrentSessionsFewThreads(t *testing.T) {
 				defer wg.Done()
 				p := NewParent(a, ParentOptions{Options: Options{Flow: FlowInit, PeerPidfd: pidfd, Timeout: time.Minute},
 					Mounts: []*pb.Mount{BindMount("/", "/r")}})
-				errs <- p.ServeContext(context.Background(), HandlerFuncs{MountFunc: OpenPlain})
+				errs <- p.ServeContext(context.Background(), HandlerFuncs{MountFunc: openPlainForTest})
 			}()
 			go func() {
 				defer wg.Done()

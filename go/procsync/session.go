@@ -600,9 +600,9 @@ func (e *MountRefusedError) Error() string {
 func (e *MountRefusedError) Unwrap() error { return e.Err }
 
 // HandlerFuncs adapts functions to a Handler. A nil function means the
-// Rust crate's ParentHandler default: Mount serves no mounts (pass
-// OpenPlain or OpenTree), Hooks and Ready do nothing, Seccomp refuses the
-// fd (closing an attached one): a parent that runs no seccomp agent must
+// Rust crate's ParentHandler default: Mount serves no mounts (pass a
+// [PinnedSources]' OpenPlain or OpenTree), Hooks and Ready do nothing,
+// Seccomp refuses the fd (closing an attached one): a parent that runs no seccomp agent must
 // not pretend to take the fd. A refusal reaches the child as
 // "<Request> failed in the parent: ...".
 type HandlerFuncs struct {

@@ -250,7 +250,7 @@ func newRecorder() *recorder {
 	r.ReadyFunc = func() error { r.calls = append(r.calls, "ready"); return nil }
 	r.MountFunc = func(m *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 		r.calls = append(r.calls, "mount "+m.GetDestination())
-		return OpenPlain(m)
+		return pinAndOpen(m)
 	}
 	r.SeccompFunc = func(req SeccompRequest) error {
 		if req.File != nil {

@@ -64,12 +64,13 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
     // Until the go byte is written, the init waits; dropping `go_write`
     // without it makes the init exit 126.
     write_id_maps(spawned.pid, &bundle)?;
+    let t_maps = monotonic_ns();
+    // The mount-fd service is ready before the init runs a single
+    // instruction of its own.
+    let service = mount_service(spawned.pid, &bundle)?;
+    let t_service = monotonic_ns();
     rustix::io::write(&go_write, &[1])?;
     drop(go_write);
-    let t_maps = monotonic_ns();
-
-    let service = mount_service(spawned.pid)?;
-    let t_service = monotonic_ns();
 
     let events: Arc<Mutex<Vec<(Direction, MessageType, u64)>>> = Default::default();
     let seen = Arc::clone(&events);
@@ -90,7 +91,17 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
     };
     let outcome = parent.serve(&mut handler);
     drop(parent);
+    let served = std::mem::take(&mut handler.served);
     drop(service);
+    for p in bundle.served() {
+        if !served.contains(&p.request) {
+            out!(
+                "parent:   configured but never requested: {} -> {}",
+                p.request.source,
+                p.destination
+            );
+        }
+    }
 
     let started = match &outcome {
         Ok(report) => {
@@ -252,8 +263,9 @@ fn write_id_maps(pid: i32, bundle: &Bundle) -> Res<()> {
 }
 
 /// The mount-fd service: resolves sources in the init's mount namespace,
-/// where a plain (`O_PATH`) source must live for the init to bind it.
-fn mount_service(pid: i32) -> Res<MountFdService> {
+/// where a plain (`O_PATH`) source must live for the init to bind it. It
+/// is built while the init still waits for its go byte.
+fn mount_service(pid: i32, _bundle: &Bundle) -> Res<MountFdService> {
     Ok(MountFdService::in_mount_namespace(
         format!("/proc/{pid}/ns/mnt"),
         Default::default(),

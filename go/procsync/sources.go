@@ -380,7 +380,7 @@ func (p *PinnedSources) OpenPlain(req *pb.Mount) (*os.File, pb.MountSourceKind, 
 			Err: os.NewSyscallError("fcntl(F_DUPFD_CLOEXEC)", err)}
 	}
 	p.opened[i] = true
-	return os.NewFile(uintptr(fd), req.GetSource()), KindPlainOpen, nil
+	return os.NewFile(uintptr(fd), req.GetSource()), SourcePlainOpen, nil
 }
 
 // OpenTree is a Mount handler: a detached clone of the pinned source of
@@ -420,7 +420,7 @@ func (p *PinnedSources) OpenTree(req *pb.Mount) (*os.File, pb.MountSourceKind, e
 		return fail(SourceErrChanged, "open_tree", fmt.Errorf("got %d:%d, pinned %d:%d", st.Dev, st.Ino, src.dev, src.ino))
 	}
 	p.opened[i] = true
-	return os.NewFile(uintptr(fd), req.GetSource()), KindOpenTree, nil
+	return os.NewFile(uintptr(fd), req.GetSource()), SourceOpenTree, nil
 }
 
 // MountWithin runs mount(req) in its own goroutine and returns its

@@ -485,7 +485,7 @@ func TestPinnedSourcesMatching(t *testing.T) {
 		}
 		for i := 0; i < 2; i++ {
 			f, kind, err := p.OpenPlain(a)
-			if err != nil || kind != KindPlainOpen {
+			if err != nil || kind != SourcePlainOpen {
 				t.Fatal(kind, err)
 			}
 			if err := sameDir(f, dir); err != nil {
@@ -565,7 +565,7 @@ func TestBoundedMountAnswersInTime(t *testing.T) {
 		m := BindMount(dir, "/a")
 		blocking := func(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 			f, err := os.OpenFile(fifo, os.O_RDONLY, 0) // blocks until a writer opens
-			return f, KindPlainOpen, err
+			return f, SourcePlainOpen, err
 		}
 		a, sock := startAttacker(t, "bounded", dir)
 		p := NewParent(sock, ParentOptions{Options: Options{Flow: FlowInit, Timeout: 10 * time.Second}, Mounts: []*pb.Mount{m}})
@@ -671,7 +671,7 @@ func runInNamespace(scenario string) error {
 			if err != nil {
 				return err
 			}
-			if kind != KindOpenTree || st.Dev != c.want {
+			if kind != SourceOpenTree || st.Dev != c.want {
 				return fmt.Errorf("MS_REC %v: kind %v, sub on dev %d, want %d", c.m.GetFlags()&MsRec != 0, kind, st.Dev, c.want)
 			}
 		}

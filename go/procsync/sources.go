@@ -102,7 +102,7 @@ func (e *SourceError) Kind() SourceErrorKind { return e.kind }
 
 // Origin says who caused it: the peer for requests the configuration
 // does not cover, the local side for a configuration that cannot be
-// pinned or a closed set, OriginNone for the OS (failed calls, timeouts).
+// pinned or a closed set, the OS for failed calls and timeouts.
 func (e *SourceError) Origin() Origin {
 	switch e.kind {
 	case SourceErrNotConfigured, SourceErrAlreadyServed, SourceErrNotBind:
@@ -110,7 +110,7 @@ func (e *SourceError) Origin() Origin {
 	case SourceErrPin, SourceErrClosed:
 		return OriginLocal
 	}
-	return OriginNone
+	return OriginOS
 }
 
 // Unwrap returns the cause.

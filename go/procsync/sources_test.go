@@ -606,7 +606,9 @@ func TestMountWithinDoneContext(t *testing.T) {
 		called = true
 		return nil, 0, nil
 	})
-	if called || sourceErrorKind(t, err) != SourceErrTimedOut || !errors.Is(err, context.Canceled) {
+	var se *SourceError
+	if called || sourceErrorKind(t, err) != SourceErrTimedOut || !errors.Is(err, context.Canceled) ||
+		!errors.As(err, &se) || se.Origin() != OriginOS || !se.Timeout() {
 		t.Fatalf("called %v, %v", called, err)
 	}
 }

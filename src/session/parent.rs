@@ -240,7 +240,7 @@ pub struct ServeReport {
 /// struct OpenPath;
 /// impl ParentHandler for OpenPath {
 ///     fn mount(&mut self, req: &Mount) -> Result<MountSource, HandlerError> {
-///         use rustix::fs::{open, Mode, OFlags};
+///         use procsync::rustix::fs::{open, Mode, OFlags};
 ///         let fd = open(req.source.as_str(), OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
 ///         Ok(MountSource { fd, kind: MountSourceKind::PlainOpen })
 ///     }

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     if std::env::var_os(ROLE).is_some_and(|r| r == "runtime") {
         return container::runtime_main(&args);
     }
-    if !rustix::process::geteuid().is_root() {
+    if !procsync::rustix::process::geteuid().is_root() {
         eprintln!(
             "container: skipped: needs root (user, mount and PID namespaces, id maps, mounts)"
         );
@@ -225,7 +225,7 @@ fn start(bundle: &Bundle, flags: &[&str]) -> Run {
 fn starts_a_container() {
     let bundle = Bundle::new("start", 0);
     // Host-side facts the container's view is compared with.
-    let owned = rustix::fs::stat(bundle.dir.join("owned")).expect("stat owned");
+    let owned = procsync::rustix::fs::stat(bundle.dir.join("owned")).expect("stat owned");
     assert_eq!((owned.st_uid, owned.st_gid), (4242, 4242));
     let run = start(&bundle, &[]);
     let show = run.show();

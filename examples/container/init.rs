@@ -7,10 +7,11 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
+use procsync::rustix::fs::{FileType, Mode, OFlags};
+use procsync::rustix::mount::MountAttrFlags;
 use procsync::schema::Mount;
 use procsync::session::{Child, SeccompHandoff, SessionError};
 use procsync::state::Flow;
-use rustix::fs::{Mode, OFlags};
 
 use super::bundle::{Bundle, Step};
 use super::rootfs;
@@ -70,7 +71,8 @@ fn setup(child: &mut Child, opts: &Options, tl: &mut Timeline) -> Res<std::proce
                     &format!("MountPlease {} → MountFd", p.destination),
                     Kind::Sync,
                 );
-                let dir = rustix::fs::fstat(&src.fd)?.st_mode & libc::S_IFMT == libc::S_IFDIR;
+                let mode = procsync::rustix::fs::fstat(&src.fd)?.st_mode;
+                let dir = FileType::from_raw_mode(mode) == FileType::Directory;
                 let dest = Path::new(&p.destination);
                 drop(rootfs::make_in_root(root.as_fd(), dest, dir)?);
                 let kind = src.kind.name();
@@ -143,12 +145,12 @@ fn setup(child: &mut Child, opts: &Options, tl: &mut Timeline) -> Res<std::proce
 /// Makes the rootfs a mount point (a bind onto itself) in a mount tree no
 /// longer shared with the host (`/` recursively slave), and opens it.
 fn rootfs_mount(bundle: &Bundle) -> Res<OwnedFd> {
-    use rustix::mount::MountPropagationFlags as P;
-    rustix::mount::mount_change("/", P::DOWNSTREAM | P::REC)
+    use procsync::rustix::mount::MountPropagationFlags as P;
+    procsync::rustix::mount::mount_change("/", P::DOWNSTREAM | P::REC)
         .map_err(|e| format!("make / rslave: {e}"))?;
-    rustix::mount::mount_bind_recursive(&bundle.rootfs, &bundle.rootfs)
+    procsync::rustix::mount::mount_bind_recursive(&bundle.rootfs, &bundle.rootfs)
         .map_err(|e| format!("bind {} onto itself: {e}", bundle.rootfs.display()))?;
-    let fd = rustix::fs::open(
+    let fd = procsync::rustix::fs::open(
         &bundle.rootfs,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
@@ -161,23 +163,23 @@ fn rootfs_mount(bundle: &Bundle) -> Res<OwnedFd> {
 /// attached mount (the attach itself only binds).
 fn apply_bind_flags(root: std::os::fd::BorrowedFd<'_>, m: &Mount) -> Res<()> {
     use procsync::schema::ms;
-    let mut attrs = 0;
+    let mut attrs = MountAttrFlags::empty();
     for (flag, attr) in [
-        (ms::RDONLY, libc::MOUNT_ATTR_RDONLY),
-        (ms::NOSUID, libc::MOUNT_ATTR_NOSUID),
-        (ms::NODEV, libc::MOUNT_ATTR_NODEV),
-        (ms::NOEXEC, libc::MOUNT_ATTR_NOEXEC),
+        (ms::RDONLY, MountAttrFlags::MOUNT_ATTR_RDONLY),
+        (ms::NOSUID, MountAttrFlags::MOUNT_ATTR_NOSUID),
+        (ms::NODEV, MountAttrFlags::MOUNT_ATTR_NODEV),
+        (ms::NOEXEC, MountAttrFlags::MOUNT_ATTR_NOEXEC),
     ] {
         if m.flags & flag != 0 {
             attrs |= attr;
         }
     }
     let recursive = m.flags & ms::REC != 0;
-    if attrs == 0 && m.propagation_flags.is_empty() {
+    if attrs.is_empty() && m.propagation_flags.is_empty() {
         return Ok(());
     }
     let fd = rootfs::open_in_root(root, Path::new(&m.destination))?;
-    sys::mount_setattr(fd.as_fd(), attrs, 0, recursive)
+    sys::mount_setattr(fd.as_fd(), attrs.bits().into(), 0, recursive)
         .map_err(|e| format!("mount_setattr on {}: {e}", m.destination))?;
     for &p in &m.propagation_flags {
         sys::mount_setattr(fd.as_fd(), 0, p & !ms::REC, p & ms::REC != 0)

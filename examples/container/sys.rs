@@ -7,6 +7,21 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+/// The `CLONE_NEW*` flag of an OCI namespace type (`linux.namespaces[].type`).
+pub fn clone_flag(oci_type: &str) -> Option<u64> {
+    let flag = match oci_type {
+        "user" => libc::CLONE_NEWUSER,
+        "mount" => libc::CLONE_NEWNS,
+        "pid" => libc::CLONE_NEWPID,
+        "uts" => libc::CLONE_NEWUTS,
+        "ipc" => libc::CLONE_NEWIPC,
+        "network" => libc::CLONE_NEWNET,
+        "cgroup" => libc::CLONE_NEWCGROUP,
+        _ => return None,
+    };
+    Some(flag as u64)
+}
+
 /// The init process `clone3` made.
 #[derive(Debug)]
 pub struct Spawned {

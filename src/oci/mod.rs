@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
-/// The `oci-spec` crate whose [`Spec`](oci_spec::runtime::Spec) the plan
+/// The `oci-spec` crate whose [`Spec`] the plan
 /// is built from: use it to load or build a spec without a dependency of
 /// your own.
 pub use oci_spec;

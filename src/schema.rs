@@ -9,6 +9,8 @@
 //! [`SyncMessage::mount`], …). The wire layer ([`crate::wire`]) decides
 //! whether a message is valid; nothing here validates.
 
+#![forbid(unsafe_code)]
+
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/procsync.v1.rs"));

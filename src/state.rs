@@ -64,6 +64,8 @@
 //!                                            +--------+ close
 //!
 //!   * the parent only if a request was pending; see Violations.
+//!
+//!   exec-no-ready (runc before 1.2.0-rc.2) starts in Running.
 //! ```
 //!
 //! Rules the diagram does not show:
@@ -88,6 +90,13 @@
 //!   either side closing while a request is pending. The conversation
 //!   normally ends with the child's close (its exec closes the socket); the
 //!   parent closes its end once it has seen that EOF.
+//! * **exec-no-ready.** [`Flow::ExecNoReady`] is the exec flow of runc
+//!   before 1.2.0-rc.2: no Ready → Run, so it starts in `Running` (the
+//!   child may hand over seccomp, then closes). Everything else is the
+//!   same.
+//! * **Kinds.** Every [`StateError`] has a stable [`StateErrorKind`]
+//!   (`unexpected-message`, `unexpected-close`, `send-not-allowed`,
+//!   `close-not-allowed`); the text is for people and not normative.
 //! * **Mount policy.** The state machine only admits MountPlease before
 //!   Hooks, so a mount policy ([`crate::policy`]) never sees a request after
 //!   Hooks: the machine rejects it first.
@@ -110,6 +119,8 @@
 //! );
 //! # Ok::<(), procsync::state::StateError>(())
 //! ```
+
+#![forbid(unsafe_code)]
 
 use crate::schema::MessageType;
 use std::fmt;
@@ -155,19 +166,25 @@ impl fmt::Display for Role {
 pub enum Flow {
     /// `runc create`/`run`: mounts, hooks, Ready, optional seccomp.
     Init,
-    /// `runc exec`: Ready, optional seccomp.
+    /// `runc exec`: Ready, optional seccomp (runc ≥ 1.2.0-rc.2).
     Exec,
+    /// `runc exec` as runc spoke it before 1.2.0-rc.2 (runc commit
+    /// a853a8267 added Ready → Run): no Ready and no Run, only the optional
+    /// Seccomp → SeccompDone, then the child's close. Starts in
+    /// [`State::Running`]. See PROTOCOL.md §15 (compatibility profiles).
+    ExecNoReady,
 }
 
 impl Flow {
-    /// Both flows.
-    pub const ALL: [Flow; 2] = [Flow::Init, Flow::Exec];
+    /// Every flow.
+    pub const ALL: [Flow; 3] = [Flow::Init, Flow::Exec, Flow::ExecNoReady];
 
-    /// `"init"` or `"exec"`, as used in errors.
+    /// `"init"`, `"exec"` or `"exec-no-ready"`, as used in errors and vectors.
     pub const fn name(self) -> &'static str {
         match self {
             Flow::Init => "init",
             Flow::Exec => "exec",
+            Flow::ExecNoReady => "exec-no-ready",
         }
     }
 
@@ -176,6 +193,7 @@ impl Flow {
         match self {
             Flow::Init => State::Mounting,
             Flow::Exec => State::BeforeReady,
+            Flow::ExecNoReady => State::Running,
         }
     }
 }
@@ -462,12 +480,75 @@ impl StateError {
         }
     }
 
+    /// The stable kind of this rejection (PROTOCOL.md §9, *Reporting*).
+    pub fn kind(&self) -> StateErrorKind {
+        match (self.got, self.direction) {
+            (Event::Message(_), Direction::Recv) => StateErrorKind::UnexpectedMessage,
+            (Event::Close, Direction::Recv) => StateErrorKind::UnexpectedClose,
+            (Event::Message(_), Direction::Send) => StateErrorKind::SendNotAllowed,
+            (Event::Close, Direction::Send) => StateErrorKind::CloseNotAllowed,
+        }
+    }
+
     /// The role that sent (or closed): the local role for [`Direction::Send`].
     pub fn sender(&self) -> Role {
         match self.direction {
             Direction::Send => self.role,
             Direction::Recv => self.role.peer(),
         }
+    }
+}
+
+/// A stable, language-neutral name for each [`StateError`]: what happened
+/// and, with it, who caused it. The Go package uses the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StateErrorKind {
+    /// `unexpected-message`: a message arrived that the state does not
+    /// allow from the peer (origin peer; the machine is Broken).
+    UnexpectedMessage,
+    /// `unexpected-close`: the peer closed where closing is not orderly
+    /// (origin peer).
+    UnexpectedClose,
+    /// `send-not-allowed`: the local side tried to send a message the state
+    /// does not allow it to send; nothing was sent (origin local).
+    SendNotAllowed,
+    /// `close-not-allowed`: the local side closes where closing is not
+    /// orderly (origin local).
+    CloseNotAllowed,
+}
+
+impl StateErrorKind {
+    /// Every kind.
+    pub const ALL: [StateErrorKind; 4] = [
+        StateErrorKind::UnexpectedMessage,
+        StateErrorKind::UnexpectedClose,
+        StateErrorKind::SendNotAllowed,
+        StateErrorKind::CloseNotAllowed,
+    ];
+
+    /// The stable name (`"unexpected-message"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StateErrorKind::UnexpectedMessage => "unexpected-message",
+            StateErrorKind::UnexpectedClose => "unexpected-close",
+            StateErrorKind::SendNotAllowed => "send-not-allowed",
+            StateErrorKind::CloseNotAllowed => "close-not-allowed",
+        }
+    }
+
+    /// Who causes an error of this kind.
+    pub const fn origin(self) -> Origin {
+        match self {
+            StateErrorKind::UnexpectedMessage | StateErrorKind::UnexpectedClose => Origin::Peer,
+            StateErrorKind::SendNotAllowed | StateErrorKind::CloseNotAllowed => Origin::Local,
+        }
+    }
+}
+
+impl fmt::Display for StateErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -554,6 +635,27 @@ const fn target(ty: MessageType) -> State {
     }
 }
 
+/// Where a [`Machine`] stands, with the data that belongs to that state
+/// alone (the h2 stream style): nothing has to be reset by hand when the
+/// state changes, because the data leaves with its variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Inner {
+    /// A conversation state (never `Failed`, `Broken` or `Closed`).
+    Talking(State),
+    /// An Error was sent (`by` = Local) or received (`by` = Peer);
+    /// `crossing` is what the peer may still have had in flight when the
+    /// local side sent it (accepted once).
+    Failed { by: Origin, crossing: TypeSet },
+    /// The peer broke the protocol while `pending` was awaiting its reply.
+    Broken { pending: Option<MessageType> },
+    /// Closed first by `by`; `failed_by` is who had sent the Error, if the
+    /// conversation had failed before.
+    Closed {
+        by: Origin,
+        failed_by: Option<Origin>,
+    },
+}
+
 /// One side's view of the sync conversation: feed it every message sent and
 /// received and every close; it says whether each is legal.
 ///
@@ -562,13 +664,7 @@ const fn target(ty: MessageType) -> State {
 pub struct Machine {
     role: Role,
     flow: Flow,
-    state: State,
-    /// In `Broken`: the request that was pending when the peer broke the protocol.
-    broken_pending: Option<MessageType>,
-    /// In `Failed` after a local Error: what the peer may still have had in flight.
-    crossing: TypeSet,
-    failed_by: Option<Origin>,
-    closed_by: Option<Origin>,
+    inner: Inner,
 }
 
 impl Machine {
@@ -577,11 +673,7 @@ impl Machine {
         Machine {
             role,
             flow,
-            state: flow.initial_state(),
-            broken_pending: None,
-            crossing: TypeSet::EMPTY,
-            failed_by: None,
-            closed_by: None,
+            inner: Inner::Talking(flow.initial_state()),
         }
     }
 
@@ -597,53 +689,66 @@ impl Machine {
 
     /// The current state.
     pub const fn state(&self) -> State {
-        self.state
+        match self.inner {
+            Inner::Talking(state) => state,
+            Inner::Failed { .. } => State::Failed,
+            Inner::Broken { .. } => State::Broken,
+            Inner::Closed { .. } => State::Closed,
+        }
     }
 
     /// The request waiting for its reply, if any (also in [`State::Broken`]).
     pub const fn pending(&self) -> Option<MessageType> {
-        match self.state {
-            State::Broken => self.broken_pending,
-            state => state.awaited_request(),
+        match self.inner {
+            Inner::Talking(state) => state.awaited_request(),
+            Inner::Broken { pending } => pending,
+            Inner::Failed { .. } | Inner::Closed { .. } => None,
         }
     }
 
     /// The message types the local side may send now.
     pub const fn expected_send(&self) -> TypeSet {
-        match self.state {
-            State::Broken => match (self.role, self.broken_pending) {
+        match self.inner {
+            Inner::Talking(state) => conversation_sends(state, self.role),
+            Inner::Broken { pending } => match (self.role, pending) {
                 (Role::Child, _) | (Role::Parent, Some(_)) => TypeSet::of(&[MessageType::Error]),
                 (Role::Parent, None) => TypeSet::EMPTY,
             },
-            State::Failed | State::Closed => TypeSet::EMPTY,
-            state => conversation_sends(state, self.role),
+            Inner::Failed { .. } | Inner::Closed { .. } => TypeSet::EMPTY,
         }
     }
 
     /// The message types the peer may send now (in [`State::Failed`]: what
     /// may still cross the local Error).
     pub const fn expected_recv(&self) -> TypeSet {
-        match self.state {
-            State::Failed => self.crossing,
-            State::Broken | State::Closed => TypeSet::EMPTY,
-            state => conversation_sends(state, self.role.peer()),
+        match self.inner {
+            Inner::Talking(state) => conversation_sends(state, self.role.peer()),
+            Inner::Failed { crossing, .. } => crossing,
+            Inner::Broken { .. } | Inner::Closed { .. } => TypeSet::EMPTY,
         }
     }
 
     /// Whether the conversation is over: `Failed`, `Broken` or `Closed`. What
     /// remains is closing (and, in `Broken`, possibly one Error).
     pub const fn is_finished(&self) -> bool {
-        self.state.is_terminal()
+        !matches!(self.inner, Inner::Talking(_))
     }
 
-    /// Who sent the Error, once the conversation failed.
+    /// Who sent the Error, once the conversation failed (also after close).
     pub const fn failed_by(&self) -> Option<Origin> {
-        self.failed_by
+        match self.inner {
+            Inner::Failed { by, .. } => Some(by),
+            Inner::Closed { failed_by, .. } => failed_by,
+            Inner::Talking(_) | Inner::Broken { .. } => None,
+        }
     }
 
     /// Who closed first, once closed.
     pub const fn closed_by(&self) -> Option<Origin> {
-        self.closed_by
+        match self.inner {
+            Inner::Closed { by, .. } => Some(by),
+            _ => None,
+        }
     }
 
     /// The local side is about to send `ty`. On `Err` nothing changes and the
@@ -663,12 +768,14 @@ impl Machine {
         let allowed = self.expected_recv();
         if !allowed.contains(ty) {
             let err = self.error(Direction::Recv, allowed, Event::Message(ty));
-            match self.state {
-                State::Failed => self.crossing = TypeSet::EMPTY,
-                State::Broken | State::Closed => {}
-                _ => {
-                    self.broken_pending = self.state.awaited_request();
-                    self.state = State::Broken;
+            match &mut self.inner {
+                // The one crossing message may no longer come.
+                Inner::Failed { crossing, .. } => *crossing = TypeSet::EMPTY,
+                Inner::Broken { .. } | Inner::Closed { .. } => {}
+                Inner::Talking(state) => {
+                    self.inner = Inner::Broken {
+                        pending: state.awaited_request(),
+                    }
                 }
             }
             return Err(err);
@@ -705,16 +812,16 @@ impl Machine {
     }
 
     fn close(&mut self, by: Origin) {
-        if self.state != State::Closed {
-            self.state = State::Closed;
-            self.closed_by = Some(by);
-            self.broken_pending = None;
-            self.crossing = TypeSet::EMPTY;
+        if !matches!(self.inner, Inner::Closed { .. }) {
+            self.inner = Inner::Closed {
+                by,
+                failed_by: self.failed_by(),
+            };
         }
     }
 
     fn close_check(&self, direction: Direction) -> Result<(), StateError> {
-        if self.state.close_is_orderly() {
+        if self.state().close_is_orderly() {
             return Ok(());
         }
         let expected = match direction {
@@ -724,29 +831,32 @@ impl Machine {
         Err(self.error(direction, expected, Event::Close))
     }
 
+    /// Applies a message `on_send`/`on_recv` found legal.
     fn advance(&mut self, ty: MessageType, by: Origin) {
-        match (self.state, ty) {
-            // A message that crossed our Error: accept once, stay Failed.
-            (State::Failed, _) => self.crossing = TypeSet::EMPTY,
-            (state, MessageType::Error) => {
-                self.crossing = match (by, state) {
-                    (Origin::Local, State::Broken) => TypeSet::EMPTY,
-                    (Origin::Local, state) => conversation_sends(state, self.role.peer()),
-                    (Origin::Peer | Origin::Os, _) => TypeSet::EMPTY,
-                };
-                self.broken_pending = None;
-                self.failed_by = Some(by);
-                self.state = State::Failed;
-            }
-            (_, ty) => self.state = target(ty),
-        }
+        self.inner = match (self.inner, ty) {
+            // A message that crossed our Error: accepted once, stay Failed.
+            (Inner::Failed { by, .. }, _) => Inner::Failed {
+                by,
+                crossing: TypeSet::EMPTY,
+            },
+            (inner, MessageType::Error) => Inner::Failed {
+                by,
+                crossing: match (by, inner) {
+                    (Origin::Local, Inner::Talking(state)) => {
+                        conversation_sends(state, self.role.peer())
+                    }
+                    _ => TypeSet::EMPTY,
+                },
+            },
+            (_, ty) => Inner::Talking(target(ty)),
+        };
     }
 
     fn error(&self, direction: Direction, expected: TypeSet, got: Event) -> StateError {
         StateError {
             role: self.role,
             flow: self.flow,
-            state: self.state,
+            state: self.state(),
             direction,
             expected,
             got,

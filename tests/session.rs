@@ -18,7 +18,8 @@ use common::{fd_count, serial};
 use procsync::policy::PolicyRefusal;
 use procsync::schema::{MessageType, Mount, MountSourceKind, SyncMessage};
 use procsync::session::{
-    Child, HandlerError, MountSource, Parent, ParentHandler, SeccompFd, SessionError, Step,
+    error_chain, Child, HandlerError, MountSource, Parent, ParentHandler, SeccompFd, SessionError,
+    SessionErrorKind, Step, TRUNCATION_MARK,
 };
 use procsync::state::{Event, Flow, State};
 use procsync::transport::{Origin, SyncSocket, TransportError};
@@ -245,7 +246,7 @@ fn a_mount_outside_the_policy_is_refused_on_both_sides() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(e.origin(), Origin::Local);
+    assert_eq!(e.origin(), Origin::Peer);
     assert!(h.mounts.is_empty(), "the handler never saw the request");
     drop(parent);
     let (ok, out) = finish(p);
@@ -306,8 +307,9 @@ fn a_child_that_closes_without_ready_is_a_violation() {
         other => panic!("{other:?}"),
     }
     assert_eq!(e.origin(), Origin::Peer);
+    assert_eq!(e.kind(), SessionErrorKind::ProtocolViolation);
     assert_eq!(
-        e.to_string(),
+        error_chain(&e),
         "protocol violation by the child: in state BeforeReady (init, parent): child closed \
          without Ready; expected Ready or Error from child"
     );
@@ -383,9 +385,13 @@ fn a_stopped_child_runs_into_the_parent_deadline() {
         "{e:?}"
     );
     assert_eq!(e.origin(), Origin::Peer);
-    assert!(e
-        .to_string()
-        .starts_with("waiting for Ready or Error in state BeforeReady: "));
+    assert_eq!(
+        e.to_string(),
+        "waiting for Ready or Error in state BeforeReady"
+    );
+    assert!(
+        error_chain(&e).starts_with("waiting for Ready or Error in state BeforeReady: no record")
+    );
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(10),
         "{took:?}"
@@ -466,7 +472,7 @@ fn a_dead_parent_ends_the_child_wait_for_run() {
     }
     assert_eq!(e.origin(), Origin::Peer);
     assert_eq!(
-        e.to_string(),
+        error_chain(&e),
         "protocol violation by the parent: in state AwaitRun (exec, child): parent closed while \
          Ready was pending; expected Run or Error from parent"
     );
@@ -543,10 +549,11 @@ fn a_call_the_protocol_forbids_is_refused_locally_and_not_sent() {
     let e = child.ready().unwrap_err();
     assert!(matches!(e, SessionError::Misuse(_)), "{e:?}");
     assert_eq!(e.origin(), Origin::Local);
+    assert_eq!(e.kind(), SessionErrorKind::Misuse);
     assert_eq!(
-        e.to_string(),
-        "not allowed: in state Mounting (init, child): can send only MountPlease, Hooks or Error \
-         to parent, not Ready"
+        error_chain(&e),
+        "not allowed by the protocol here: in state Mounting (init, child): can send only \
+         MountPlease, Hooks or Error to parent, not Ready"
     );
     assert_eq!(child.state(), State::Mounting);
     let e = child
@@ -666,5 +673,337 @@ fn a_reply_this_side_cannot_send_still_answers_the_child() {
         "{child_side:?}"
     );
     drop(parent);
+    assert_eq!(fd_count(), before);
+}
+
+// ---- Error replies that do not fit, deadlines, chains, downgrades (issues 11, 12, 13) ----
+
+/// Every error in `e`'s chain that this layer defines: its `Display` must
+/// not repeat its source's (the Rust API guidelines; issue 12.7).
+fn assert_no_repeated_cause(e: &(dyn std::error::Error + 'static)) {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(src) = c.source() {
+            let (outer, inner) = (c.to_string(), src.to_string());
+            assert!(
+                !outer.contains(&inner),
+                "{outer:?} repeats its source {inner:?}"
+            );
+        }
+        cur = c.source();
+    }
+}
+
+/// A parent that refuses a mount whose source is a 4000-byte path, under a
+/// small record limit: the child still gets the refusal, cut and marked.
+fn long_refusal_reaches_the_child(wire: procsync::transport::Wire) {
+    let _g = serial();
+    let before = fd_count();
+    // A legal path (under PATH_MAX) of characters the refusal's quoting
+    // expands sixfold (DEL prints as \u{7f}).
+    let long = format!("/{}", "\u{7f}".repeat(1000));
+    let req = Mount::bind(long.as_str(), "/mnt/long");
+    // A limit the request fits and the refusal does not, measured with the
+    // wire's own encoder.
+    let msg = SyncMessage::mount_please(req.clone());
+    let size = match wire {
+        procsync::transport::Wire::Native => procsync::wire::native::encoded_len(&msg, false),
+        #[cfg(feature = "runc-compat")]
+        procsync::transport::Wire::Runc(shape) => {
+            let mut out = Vec::new();
+            let limits = procsync::wire::Limits::default();
+            procsync::wire::runc::encode(&msg, None, shape, &limits, &mut out)
+                .unwrap()
+                .json
+                .len()
+        }
+    };
+    let limits = procsync::wire::Limits::with_max_record(size + 64);
+    let (a, b) = SyncSocket::pair().unwrap();
+    let (a, b) = (
+        a.with_limits(limits).with_wire(wire),
+        b.with_limits(limits).with_wire(wire),
+    );
+    let t = std::thread::spawn(move || {
+        let mut child = Child::new(b, Flow::Init).with_deadline(Duration::from_secs(10));
+        child.mount_source(&req).map(drop)
+    });
+    let mut parent = Parent::new(a, Flow::Init, [Mount::bind("/srv/a", "/a")]);
+    let e = parent.serve(&mut Recorder::default()).unwrap_err();
+    assert_eq!(e.kind(), SessionErrorKind::MountRefused);
+    assert_eq!(e.origin(), Origin::Peer);
+    let child_side = t.join().unwrap().unwrap_err();
+    let msg = child_side
+        .remote_message()
+        .unwrap_or_else(|| panic!("child saw {child_side:?}"));
+    assert!(msg.starts_with("mount request refused: "), "{msg:?}");
+    assert!(msg.ends_with(TRUNCATION_MARK), "{msg:?}");
+    drop(parent);
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn a_refusal_longer_than_the_record_limit_is_cut_to_fit_native() {
+    long_refusal_reaches_the_child(procsync::transport::Wire::Native);
+}
+
+#[cfg(feature = "runc-compat")]
+#[test]
+fn a_refusal_longer_than_the_record_limit_is_cut_to_fit_runc() {
+    use procsync::wire::runc::MountShape;
+    long_refusal_reaches_the_child(procsync::transport::Wire::Runc(MountShape::V1_2));
+    long_refusal_reaches_the_child(procsync::transport::Wire::Runc(MountShape::V1_4));
+}
+
+#[test]
+fn a_handler_error_longer_than_the_default_limit_reaches_the_child() {
+    let _g = serial();
+    let before = fd_count();
+    struct Verbose;
+    impl ParentHandler for Verbose {
+        fn hooks(&mut self) -> Result<(), HandlerError> {
+            Err(HandlerError::new("x".repeat(100_000)))
+        }
+    }
+    let (a, b) = SyncSocket::pair().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut child = Child::new(b, Flow::Init).with_deadline(Duration::from_secs(10));
+        child.hooks()
+    });
+    let e = Parent::new(a, Flow::Init, [])
+        .serve(&mut Verbose)
+        .unwrap_err();
+    assert_eq!(e.kind(), SessionErrorKind::HandlerFailed);
+    let child_side = t.join().unwrap().unwrap_err();
+    let msg = child_side.remote_message().expect("an Error reply");
+    assert!(msg.starts_with("Hooks failed in the parent: xxx"));
+    assert!(msg.ends_with(TRUNCATION_MARK));
+    assert!(msg.len() < procsync::wire::DEFAULT_MAX_RECORD);
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn a_child_fail_text_longer_than_the_limit_is_cut_to_fit() {
+    let _g = serial();
+    let (mut a, b) = SyncSocket::pair().unwrap();
+    let limits = procsync::wire::Limits::with_max_record(64);
+    let mut child = Child::new(b.with_limits(limits), Flow::Init);
+    child.fail("é".repeat(1000)).unwrap();
+    let got = a.recv().unwrap();
+    let text = got.msg.error_message().unwrap();
+    assert!(
+        text.starts_with('é') && text.ends_with(TRUNCATION_MARK),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn a_deadline_past_the_end_of_time_is_no_deadline() {
+    let _g = serial();
+    let before = fd_count();
+    let (a, b) = SyncSocket::pair().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut child = Child::new(b, Flow::Exec).with_deadline(Duration::MAX);
+        child.ready()?;
+        child.close()
+    });
+    let mut parent = Parent::new(a, Flow::Exec, []).with_deadline(Duration::MAX);
+    let report = parent.serve(&mut Recorder::default()).unwrap();
+    assert!(report.ready);
+    t.join().unwrap().unwrap();
+    drop(parent);
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn error_chains_name_each_cause_once() {
+    let _g = serial();
+    let before = fd_count();
+    let (a, b) = SyncSocket::pair().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut child = Child::new(b, Flow::Init).with_deadline(Duration::from_secs(10));
+        child.mount_source(&Mount::bind("/srv/a", "/a")).map(drop)
+    });
+    let mut h = Recorder {
+        fail_mounts: true,
+        ..Recorder::default()
+    };
+    let e = Parent::new(a, Flow::Init, [Mount::bind("/srv/a", "/a")])
+        .serve(&mut h)
+        .unwrap_err();
+    assert_no_repeated_cause(&e);
+    let enoent = std::io::Error::from_raw_os_error(libc::ENOENT).to_string();
+    assert_eq!(
+        error_chain(&e),
+        format!("the handler failed MountPlease: open \"/srv/a\": {enoent}")
+    );
+    let child_side = t.join().unwrap().unwrap_err();
+    assert_eq!(
+        child_side.remote_message(),
+        Some(format!("MountPlease failed in the parent: open \"/srv/a\": {enoent}").as_str())
+    );
+    // The refusal, the violation and the misuse say their cause once too.
+    let (a, b) = SyncSocket::pair().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut child = Child::new(b, Flow::Init).with_deadline(Duration::from_secs(10));
+        let e = child.ready().unwrap_err();
+        assert_no_repeated_cause(&e);
+        child.mount_source(&Mount::bind("/etc", "/a")).map(drop)
+    });
+    let e = Parent::new(a, Flow::Init, [])
+        .serve(&mut Recorder::default())
+        .unwrap_err();
+    assert_no_repeated_cause(&e);
+    assert!(
+        error_chain(&e).starts_with("refused a mount request: \"/etc\" -> \"/a\" is not one of"),
+        "{}",
+        error_chain(&e)
+    );
+    t.join().unwrap().unwrap_err();
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn session_error_kinds_are_stable_kebab_case_names() {
+    let names: Vec<&str> = SessionErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "protocol-violation",
+            "misuse",
+            "remote-error",
+            "transport",
+            "mount-refused",
+            "handler-failed",
+            "handler-overran",
+            "source-mismatch",
+            "source-downgraded",
+            "closed",
+            "os"
+        ]
+    );
+    for k in SessionErrorKind::ALL {
+        assert_eq!(k.to_string(), k.as_str());
+    }
+}
+
+/// An id-mapped request, as a runtime asks for it.
+fn id_mapped(source: &str) -> Mount {
+    use procsync::schema::{IdMap, IdMapping};
+    Mount::bind(source, "/mnt/idmap").with_id_mapping(IdMapping::ranges(
+        vec![IdMap {
+            container_id: 0,
+            host_id: 100_000,
+            size: 65536,
+        }],
+        vec![IdMap {
+            container_id: 0,
+            host_id: 100_000,
+            size: 65536,
+        }],
+    ))
+}
+
+#[test]
+fn an_id_mapped_request_answered_plain_is_a_typed_peer_error() {
+    let _g = serial();
+    let before = fd_count();
+    let dir = TempDirs::new(1);
+    let src = dir.strs()[0].clone();
+    // A parent that does not know id-mapped mounts: it serves every request
+    // with a plain O_PATH fd (the Recorder), as an old runc parent does.
+    let (a, b) = SyncSocket::pair().unwrap();
+    let parent = std::thread::spawn(move || {
+        let mut parent = Parent::new(a, Flow::Init, [])
+            .with_policy(procsync::policy::AllowAll)
+            .with_deadline(Duration::from_secs(10));
+        parent.serve(&mut Recorder::default())
+    });
+    let mut child = Child::new(b, Flow::Init).with_deadline(Duration::from_secs(10));
+    let e = child.mount_source(&id_mapped(&src)).unwrap_err();
+    assert_eq!(e.kind(), SessionErrorKind::SourceDowngraded);
+    assert_eq!(e.origin(), Origin::Peer);
+    assert!(
+        matches!(&e, SessionError::SourceDowngraded { mount_source, got: MountSourceKind::PlainOpen } if *mount_source == src),
+        "{e:?}"
+    );
+    // The plain fd was closed; the child tells the parent why it gives up.
+    child.fail(e.to_string()).unwrap();
+    let served = parent.join().unwrap().unwrap_err();
+    assert_eq!(served.kind(), SessionErrorKind::RemoteError);
+    drop(child);
+    assert_eq!(fd_count(), before);
+}
+
+/// Sleeps in `hooks` until the deadline the parent set (honouring it, then
+/// giving up) or `extra` past it (overrunning).
+struct Slow {
+    deadline: Option<Instant>,
+    overrun_by: Option<Duration>,
+}
+
+impl ParentHandler for Slow {
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+    fn hooks(&mut self) -> Result<(), HandlerError> {
+        let due = self.deadline.expect("the parent sets a deadline");
+        match self.overrun_by {
+            None => {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                Err(HandlerError::new(
+                    "hooks did not finish by the deadline; gave up",
+                ))
+            }
+            Some(extra) => {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()) + extra);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[test]
+fn a_slow_handler_that_honours_the_deadline_answers_the_child_in_time() {
+    let _g = serial();
+    let before = fd_count();
+    let limit = Duration::from_millis(300);
+    for overrun_by in [None, Some(Duration::from_millis(100))] {
+        let (a, b) = SyncSocket::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut child = Child::new(b, Flow::Init).with_deadline(Duration::from_secs(10));
+            let start = Instant::now();
+            let r = child.hooks();
+            (r, start.elapsed())
+        });
+        let mut parent = Parent::new(a, Flow::Init, []).with_deadline(limit);
+        let mut h = Slow {
+            deadline: None,
+            overrun_by,
+        };
+        let e = parent.serve(&mut h).unwrap_err();
+        let (child_side, took) = t.join().unwrap();
+        let msg = child_side
+            .unwrap_err()
+            .remote_message()
+            .unwrap()
+            .to_string();
+        match overrun_by {
+            None => {
+                assert_eq!(e.kind(), SessionErrorKind::HandlerFailed);
+                assert!(msg.contains("gave up"), "{msg}");
+                assert!(
+                    took >= limit && took < limit + Duration::from_millis(250),
+                    "{took:?}"
+                );
+            }
+            Some(extra) => {
+                assert_eq!(e.kind(), SessionErrorKind::HandlerOverran);
+                assert_eq!(e.origin(), Origin::Local);
+                assert!(msg.contains("overran its deadline"), "{msg}");
+                assert!(took >= limit + extra && took < limit + extra + Duration::from_millis(250));
+            }
+        }
+    }
     assert_eq!(fd_count(), before);
 }

@@ -5,10 +5,12 @@
 
 use procsync::policy::{ConfiguredMounts, MountPolicy};
 use procsync::schema::{MessageType as T, Mount};
-use procsync::state::{Direction, Event, Flow, Machine, Origin, Role, State, StateError, TypeSet};
+use procsync::state::{
+    Direction, Event, Flow, Machine, Origin, Role, State, StateError, StateErrorKind, TypeSet,
+};
 use proptest::prelude::*;
 
-#[path = "../fuzz/src/checks.rs"]
+#[path = "support/checks.rs"]
 mod checks;
 use checks::grammar::{grammar, machine_accepts, reference_accepts, token, valid_prefix, Ev};
 
@@ -85,7 +87,7 @@ fn conversation_paths(flow: Flow) -> Vec<(State, Vec<Step>)> {
     let init_prefix: Vec<Step> = vec![(C, T::Hooks), (P, T::HooksDone)];
     let prefix = match flow {
         Flow::Init => init_prefix,
-        Flow::Exec => vec![],
+        Flow::Exec | Flow::ExecNoReady => vec![],
     };
     let with = |extra: &[Step]| {
         let mut v = prefix.clone();
@@ -102,6 +104,16 @@ fn conversation_paths(flow: Flow) -> Vec<(State, Vec<Step>)> {
             vec![(C, T::MountPlease), (P, T::MountFd), (C, T::MountPlease)],
         ));
         paths.push((State::AwaitHooksDone, vec![(C, T::Hooks)]));
+    }
+    if flow == Flow::ExecNoReady {
+        // runc before 1.2.0-rc.2: no Ready/Run, the flow starts in Running.
+        paths.push((State::Running, vec![]));
+        paths.push((State::AwaitSeccompDone, vec![(C, T::Seccomp)]));
+        paths.push((
+            State::AfterSeccomp,
+            vec![(C, T::Seccomp), (P, T::SeccompDone)],
+        ));
+        return paths;
     }
     paths.push((State::BeforeReady, with(&[])));
     paths.push((State::AwaitRun, with(&[(C, T::Ready)])));
@@ -271,6 +283,61 @@ fn check_error(
     };
     assert_eq!(e.origin(), origin, "{ctx}: {e}");
     assert_eq!(e.sender(), sender, "{ctx}: {e}");
+    let kind = match (got, dir) {
+        (Event::Message(_), Direction::Recv) => StateErrorKind::UnexpectedMessage,
+        (Event::Close, Direction::Recv) => StateErrorKind::UnexpectedClose,
+        (Event::Message(_), Direction::Send) => StateErrorKind::SendNotAllowed,
+        (Event::Close, Direction::Send) => StateErrorKind::CloseNotAllowed,
+    };
+    assert_eq!(e.kind(), kind, "{ctx}: {e}");
+    assert_eq!(e.kind().origin(), origin, "{ctx}: {e}");
+}
+
+#[test]
+fn kind_names_are_stable() {
+    let names: Vec<String> = StateErrorKind::ALL.iter().map(|k| k.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "unexpected-message",
+            "unexpected-close",
+            "send-not-allowed",
+            "close-not-allowed"
+        ]
+    );
+}
+
+/// runc before 1.2.0-rc.2 (seed commit ba0b5e269 included) runs exec without
+/// Ready/Run: the child hands over seccomp (optionally) and closes.
+#[test]
+fn exec_no_ready_is_runcs_old_exec_order() {
+    for role in Role::ALL {
+        let seccomp = drive(
+            role,
+            Flow::ExecNoReady,
+            &[(C, T::Seccomp), (P, T::SeccompDone)],
+        );
+        assert_eq!(seccomp.state(), State::AfterSeccomp);
+        assert!(seccomp.check_close().is_ok() && seccomp.check_peer_close().is_ok());
+        let mut bare = Machine::new(role, Flow::ExecNoReady);
+        assert_eq!(bare.state(), State::Running);
+        if role == P {
+            bare.on_peer_closed().unwrap();
+        } else {
+            bare.check_close().unwrap();
+        }
+    }
+    // A newer runc child's Ready is a violation here, as it was for the old
+    // runc parent (which panicked on it).
+    let mut p = Machine::new(P, Flow::ExecNoReady);
+    let e = p.on_recv(T::Ready).unwrap_err();
+    assert_eq!(e.kind(), StateErrorKind::UnexpectedMessage);
+    assert_eq!(e.expected(), TypeSet::of(&[T::Seccomp, T::Error]));
+    // And the newer exec flow still requires Ready: an old child's Seccomp
+    // first is the mismatch the issue reported.
+    let mut p = Machine::new(P, Flow::Exec);
+    let e = p.on_recv(T::Seccomp).unwrap_err();
+    assert_eq!(e.kind(), StateErrorKind::UnexpectedMessage);
 }
 
 #[test]
@@ -302,8 +369,8 @@ fn every_conversation_state_matches_the_table() {
             }
         }
     }
-    // init: 10 paths, exec: 5 paths; two roles each.
-    assert_eq!(checked, 30);
+    // init: 10 paths, exec: 5 paths, exec-no-ready: 3 paths; two roles each.
+    assert_eq!(checked, 36);
 }
 
 /// The terminal situations, one role at a time, by hand.

@@ -9,7 +9,7 @@ import (
 
 // This file is the message order of docs/PROTOCOL.md §9, the same machine
 // as the Rust crate's state module (state names, transitions, the Broken
-// and crossing-Error rules, the close rules and the error texts are
+// and crossing-Error rules, the close rules and the error kinds are
 // identical; tests/vectors/state.json holds both to it).
 
 // Role is which end of the exchange a process plays.
@@ -37,26 +37,41 @@ func (r Role) String() string {
 // process joining one). Both peers agree on it out of band.
 type Flow int
 
-// The two flows.
+// The flows.
 const (
 	// FlowInit: (MountPlease -> MountFd)* -> Hooks -> HooksDone -> Ready ->
 	// Run -> [Seccomp -> SeccompDone] -> close.
 	FlowInit Flow = iota
-	// FlowExec: Ready -> Run -> [Seccomp -> SeccompDone] -> close.
+	// FlowExec: Ready -> Run -> [Seccomp -> SeccompDone] -> close (runc ≥
+	// 1.2.0-rc.2).
 	FlowExec
+	// FlowExecNoReady: [Seccomp -> SeccompDone] -> close, the exec flow of
+	// runc before 1.2.0-rc.2 (runc commit a853a8267 added Ready -> Run).
+	// It starts in StateRunning. PROTOCOL.md §15 (compatibility profiles).
+	FlowExecNoReady
 )
 
+// String returns "init", "exec" or "exec-no-ready", as the Rust crate
+// spells them.
 func (f Flow) String() string {
-	if f == FlowInit {
+	switch f {
+	case FlowInit:
 		return "init"
+	case FlowExec:
+		return "exec"
+	case FlowExecNoReady:
+		return "exec-no-ready"
 	}
-	return "exec"
+	return fmt.Sprintf("Flow(%d)", int(f))
 }
 
 // InitialState is the state a conversation of this flow starts in.
 func (f Flow) InitialState() State {
-	if f == FlowExec {
+	switch f {
+	case FlowExec:
 		return StateBeforeReady
+	case FlowExecNoReady:
+		return StateRunning
 	}
 	return StateMounting
 }
@@ -179,6 +194,8 @@ const (
 	// OriginPeer: the peer (a protocol violation), or the peer sent the
 	// Error / closed first.
 	OriginPeer
+	// OriginOS: the operating system (a failed system call).
+	OriginOS
 )
 
 func (o Origin) String() string {
@@ -187,6 +204,8 @@ func (o Origin) String() string {
 		return "local"
 	case OriginPeer:
 		return "peer"
+	case OriginOS:
+		return "os"
 	}
 	return "none"
 }
@@ -256,6 +275,29 @@ func (s TypeSet) String() string {
 	return b.String()
 }
 
+// StateErrorKind is the stable, language-neutral name of a [ProtocolError]
+// (PROTOCOL.md §9, Reporting): the same names as the Rust crate's
+// state::StateErrorKind.
+type StateErrorKind string
+
+// The state machine's error kinds.
+const (
+	// StateErrUnexpectedMessage: a message arrived that the state does not
+	// allow from the peer (origin peer; the machine is Broken).
+	StateErrUnexpectedMessage StateErrorKind = "unexpected-message"
+	// StateErrUnexpectedClose: the peer closed where closing is not orderly
+	// (origin peer).
+	StateErrUnexpectedClose StateErrorKind = "unexpected-close"
+	// StateErrSendNotAllowed: the local side tried to send a message the
+	// state does not allow; nothing was sent (origin local).
+	StateErrSendNotAllowed StateErrorKind = "send-not-allowed"
+	// StateErrCloseNotAllowed: the local side closes where closing is not
+	// orderly (origin local).
+	StateErrCloseNotAllowed StateErrorKind = "close-not-allowed"
+)
+
+func (k StateErrorKind) String() string { return string(k) }
+
 // ProtocolError is a message or close the protocol does not allow where it
 // happened. [ProtocolError.Origin] says who caused it: the peer (it
 // arrived: a protocol violation) or the local caller (it was about to be
@@ -295,6 +337,19 @@ func (e *ProtocolError) Origin() Origin {
 	return OriginPeer
 }
 
+// Kind is the stable kind of the rejection.
+func (e *ProtocolError) Kind() StateErrorKind {
+	switch {
+	case e.Direction == DirRecv && e.Closed:
+		return StateErrUnexpectedClose
+	case e.Direction == DirRecv:
+		return StateErrUnexpectedMessage
+	case e.Closed:
+		return StateErrCloseNotAllowed
+	}
+	return StateErrSendNotAllowed
+}
+
 // ByPeer reports whether the peer caused the error.
 func (e *ProtocolError) ByPeer() bool { return e.Direction == DirRecv }
 
@@ -306,9 +361,11 @@ func (e *ProtocolError) Sender() Role {
 	return e.Role.Peer()
 }
 
-// Detail is the language-neutral description, identical to the Rust
-// crate's StateError text, e.g. "in state AwaitHooksDone (init, child):
-// expected HooksDone or Error from parent, got Ready".
+// Detail describes the rejection for people, e.g. "in state
+// AwaitHooksDone (init, child): expected HooksDone or Error from parent,
+// got Ready" (the Rust crate words it the same way today, but the wording
+// is not part of the contract: compare [ProtocolError.Kind] and the
+// fields).
 func (e *ProtocolError) Detail() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "in state %s (%s, %s): ", e.State, e.Flow, e.Role)

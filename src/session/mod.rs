@@ -24,15 +24,16 @@
 //! [`MountSourceKind`].
 
 mod child;
+mod core;
 mod error;
-mod link;
 mod parent;
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
 pub use child::{Child, SeccompHandoff};
-pub use error::{SessionError, Step};
+pub use core::{error_reply, TRUNCATION_MARK};
+pub use error::{error_chain, SessionError, SessionErrorKind, Step};
 pub use parent::{
     refusal_text, ChildFd, HandlerError, Parent, ParentHandler, SeccompFd, ServeReport,
     DEFAULT_DEADLINE, REFUSAL_PREFIX,

@@ -10,6 +10,8 @@
 //! from the peer are bad; an [`EncodeError`] means the local caller tried to
 //! send something the protocol does not allow.
 
+#![forbid(unsafe_code)]
+
 pub mod native;
 #[cfg(feature = "runc-compat")]
 pub mod runc;

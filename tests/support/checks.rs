@@ -89,11 +89,12 @@ pub mod grammar {
     /// The complete conversations (ending in a close), as seen by `role`.
     pub fn grammar(role: Role, flow: Flow) -> Regex {
         // Stable points: Mounting, BeforeReady, Running, AfterSeccomp.
-        let (a, b) = match flow {
-            Flow::Init => ("(?:Mm)*", "(?:Mm)*Hh"),
-            Flow::Exec => ("(?:NEVER)", ""),
+        let (a, b, c) = match flow {
+            Flow::Init => ("(?:Mm)*", "(?:Mm)*Hh", "(?:Mm)*HhRr"),
+            Flow::Exec => ("(?:NEVER)", "", "Rr"),
+            // runc before 1.2.0-rc.2: no Ready/Run, the flow starts in Running.
+            Flow::ExecNoReady => ("(?:NEVER)", "(?:NEVER)", ""),
         };
-        let c = format!("{b}Rr");
         let d = format!("{c}Ss");
         // Pending requests and their replies.
         let mut pending: Vec<(String, char)> = vec![(format!("{b}R"), 'r'), (format!("{c}S"), 's')];
@@ -124,16 +125,19 @@ pub mod grammar {
 
     /// [`grammar`], compiled once per (role, flow).
     pub fn cached_grammar(role: Role, flow: Flow) -> &'static Regex {
-        static CACHE: std::sync::OnceLock<[Regex; 4]> = std::sync::OnceLock::new();
+        static CACHE: std::sync::OnceLock<[Regex; 6]> = std::sync::OnceLock::new();
         let all = CACHE.get_or_init(|| {
             [
                 grammar(P, Flow::Init),
                 grammar(P, Flow::Exec),
+                grammar(P, Flow::ExecNoReady),
                 grammar(C, Flow::Init),
                 grammar(C, Flow::Exec),
+                grammar(C, Flow::ExecNoReady),
             ]
         });
-        &all[(role == C) as usize * 2 + (flow == Flow::Exec) as usize]
+        let f = Flow::ALL.iter().position(|&f| f == flow).unwrap_or(0);
+        &all[(role == C) as usize * 3 + f]
     }
 
     /// A valid prefix is one some complete conversation starts with. From any
@@ -188,10 +192,12 @@ pub fn state_machine(data: &[u8]) {
     use procsync::state::{Flow, Role};
 
     let mut u = arbitrary::Unstructured::new(data);
-    let flow = if u.arbitrary::<bool>().unwrap_or(false) {
-        Flow::Exec
-    } else {
-        Flow::Init
+    // Bit 0 clear: init (as before exec-no-ready existed); bit 1 picks exec
+    // (clear) or exec-no-ready (set).
+    let flow = match u.arbitrary::<u8>().unwrap_or(0) {
+        b if b & 1 == 0 => Flow::Init,
+        b if b & 2 == 0 => Flow::Exec,
+        _ => Flow::ExecNoReady,
     };
     let mut evs = Vec::new();
     let mut closes = 0;

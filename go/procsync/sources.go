@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,15 +33,17 @@ import (
 //
 // [PinnedSources] closes that gap: each configured bind source is
 // resolved once, when the set is built (before the child exists), with
-// openat2(RESOLVE_NO_MAGICLINKS) into an O_PATH fd whose dev/ino/type are
-// recorded. A request is matched to a configured entry and served from
+// openat2(O_NOFOLLOW, RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS) into an
+// O_PATH fd whose dev/ino/type are recorded. A request is matched to a configured entry and served from
 // that fd (a dup, or open_tree(fd, "", AT_EMPTY_PATH | OPEN_TREE_CLONE));
 // the path string is never walked again. Whatever the child does to the
 // path afterwards, it gets the object that was configured, or a
 // *[SourceError].
 
 // SourceErrorKind is the stable, kebab-case name of why a mount source
-// could not be pinned or served (a *[SourceError]).
+// could not be pinned or served (a *[SourceError]). The names are the
+// Rust crate's (policy::PolicyRefusalKind, runtime::MountFdErrorKind)
+// where the case exists in both.
 type SourceErrorKind string
 
 // The kinds. Origin() on the error says who caused it.
@@ -54,16 +57,12 @@ const (
 	// SourceErrNotBind: the request's flags lack MS_BIND; only bind
 	// mounts have a source fd. The child asked for it.
 	SourceErrNotBind SourceErrorKind = "not-bind"
-	// SourceErrInvalid: a configured bind source is not a non-empty
-	// absolute path without NUL. The configuration caused it.
-	SourceErrInvalid SourceErrorKind = "invalid-source"
-	// SourceErrSymlink: PinOptions.NoSymlinks is set and a component of
-	// a configured source is a symlink.
-	SourceErrSymlink SourceErrorKind = "symlink-refused"
-	// SourceErrMagicLink: a component of a configured source is a
-	// procfs magic link (/proc/<pid>/fd/N, /proc/<pid>/root, ...) or
-	// leads to one; openat2 reports a symlink loop the same way (ELOOP).
-	SourceErrMagicLink SourceErrorKind = "magic-link-refused"
+	// SourceErrPin: a configured bind source could not be pinned: not an
+	// absolute path, missing, a symlink (refused as the last component
+	// always, above it unless PinOptions.FollowSymlinksBeforeLast), a
+	// magic link on the path (never followed), ... Err is the cause
+	// (unix.ELOOP for a refused link). The configuration caused it.
+	SourceErrPin SourceErrorKind = "pin"
 	// SourceErrChanged: the object an fd was made for is not the pinned
 	// one (dev/ino differ).
 	SourceErrChanged SourceErrorKind = "source-changed"
@@ -94,6 +93,8 @@ type SourceError struct {
 	Index int
 	// Err is the cause, or nil.
 	Err error
+	// hint is a likely cause, when there is a well-known one.
+	hint string
 }
 
 // Kind returns the stable kind.
@@ -101,15 +102,15 @@ func (e *SourceError) Kind() SourceErrorKind { return e.kind }
 
 // Origin says who caused it: the peer for requests the configuration
 // does not cover, the local side for a configuration that cannot be
-// pinned or a closed set, OriginNone for the OS (failed calls, timeouts).
+// pinned or a closed set, the OS for failed calls and timeouts.
 func (e *SourceError) Origin() Origin {
 	switch e.kind {
 	case SourceErrNotConfigured, SourceErrAlreadyServed, SourceErrNotBind:
 		return OriginPeer
-	case SourceErrInvalid, SourceErrSymlink, SourceErrMagicLink, SourceErrClosed:
+	case SourceErrPin, SourceErrClosed:
 		return OriginLocal
 	}
-	return OriginNone
+	return OriginOS
 }
 
 // Unwrap returns the cause.
@@ -134,12 +135,8 @@ func (e *SourceError) Error() string {
 		what = fmt.Sprintf("already served (configured mount #%d); each configured mount is served once", e.Index)
 	case SourceErrNotBind:
 		what = "not a bind mount (MS_BIND unset): only bind mounts get a source fd"
-	case SourceErrInvalid:
-		what = "not an absolute path"
-	case SourceErrSymlink:
-		what = "a symlink is on the path and symlinks are refused"
-	case SourceErrMagicLink:
-		what = "a magic link (/proc/<pid>/fd/N, /proc/<pid>/root, ...) or a symlink loop is on the path"
+	case SourceErrPin:
+		what = "cannot pin the configured source"
 	case SourceErrChanged:
 		what = "the object is not the pinned one"
 	case SourceErrTimedOut:
@@ -153,6 +150,9 @@ func (e *SourceError) Error() string {
 	if e.Err != nil && e.kind != SourceErrTimedOut {
 		s += ": " + e.Err.Error()
 	}
+	if e.hint != "" {
+		s += " (" + e.hint + ")"
+	}
 	return s
 }
 
@@ -160,10 +160,8 @@ func (e *SourceError) Error() string {
 // request and how it was made ([HandlerFuncs].MountFunc).
 type MountFunc = func(req *pb.Mount) (*os.File, pb.MountSourceKind, error)
 
-// pinnedSource is one configured entry; fd is -1 for a mount that is not
-// a bind mount (nothing to pin).
-type pinnedSource struct {
-	mount    *pb.Mount
+// pinned is one pinned object: an O_PATH fd and what it was.
+type pinned struct {
 	fd       int
 	dev, ino uint64
 	mode     uint32
@@ -184,18 +182,23 @@ type PinnedSources struct {
 	allow *AllowList
 
 	mu     sync.Mutex
-	srcs   []pinnedSource
+	mounts []*pb.Mount
+	pinOf  []int // index into pins; -1 for a mount that is not a bind mount
+	pins   []pinned
 	opened []bool
 	closed bool
 }
 
-// PinOptions say how configured sources are resolved.
+// PinOptions say how configured sources are resolved. Magic links
+// (/proc/<pid>/fd/N, /proc/<pid>/root, ...) are never followed, and a
+// source that is itself a symlink is refused: configure the path the
+// link leads to.
 type PinOptions struct {
-	// NoSymlinks refuses a source with a symlink in any component
-	// (RESOLVE_NO_SYMLINKS), for sources below a tree the container may
-	// have written. By default symlinks in the trusted configuration are
-	// followed; magic links never are.
-	NoSymlinks bool
+	// FollowSymlinksBeforeLast follows symlinks before the last
+	// component (a host layout such as /var/run -> /run). By default
+	// any symlink on the path is refused (RESOLVE_NO_SYMLINKS). Only for
+	// paths no one untrusted can write.
+	FollowSymlinksBeforeLast bool
 }
 
 // PinSources pins mounts with the default options, giving up after
@@ -206,83 +209,82 @@ func PinSources(mounts ...*pb.Mount) (*PinnedSources, error) {
 	return PinOptions{}.Pin(ctx, mounts...)
 }
 
-// Pin resolves each bind mount's source (flags with MS_BIND) with
-// openat2(O_PATH | O_CLOEXEC, RESOLVE_NO_MAGICLINKS [| RESOLVE_NO_SYMLINKS])
-// and records its dev/ino/type; other mounts are kept (a request for one
-// is matched, then refused as not-bind). A source that cannot be pinned
-// fails the whole set with a *[SourceError] and nothing stays open. When
-// ctx ends first, Pin returns a timed-out error; a resolution still
-// blocked in the kernel closes its fd when it returns.
+// Pin resolves the source of each bind mount (flags with MS_BIND) once —
+// a source configured several times is pinned once — with
+// openat2(O_PATH | O_NOFOLLOW | O_CLOEXEC, RESOLVE_NO_MAGICLINKS [|
+// RESOLVE_NO_SYMLINKS]) and records its dev/ino/type; other mounts are
+// kept (a request for one is matched, then refused as not-bind). A source
+// that cannot be pinned fails the whole set with a *[SourceError] and
+// nothing stays open. When ctx ends first, Pin returns a timed-out error;
+// a resolution still blocked in the kernel closes its fd when it returns.
 func (o PinOptions) Pin(ctx context.Context, mounts ...*pb.Mount) (*PinnedSources, error) {
 	p := &PinnedSources{
 		allow:  NewAllowList(mounts...),
-		srcs:   make([]pinnedSource, len(mounts)),
+		mounts: mounts,
+		pinOf:  make([]int, len(mounts)),
 		opened: make([]bool, len(mounts)),
 	}
+	bySource := make(map[string]int)
 	for i, m := range mounts {
-		p.srcs[i] = pinnedSource{mount: m, fd: -1}
+		p.pinOf[i] = -1
 		if m.GetFlags()&MsBind == 0 {
 			continue
 		}
-		if err := p.pin(ctx, i, o.NoSymlinks); err != nil {
+		if j, ok := bySource[m.GetSource()]; ok {
+			p.pinOf[i] = j
+			continue
+		}
+		pin, err := o.pin(ctx, m.GetSource(), i)
+		if err != nil {
 			p.Close()
 			return nil, err
 		}
+		bySource[m.GetSource()] = len(p.pins)
+		p.pinOf[i] = len(p.pins)
+		p.pins = append(p.pins, pin)
 	}
 	return p, nil
 }
 
-func (p *PinnedSources) pin(ctx context.Context, i int, noSymlinks bool) error {
-	src := &p.srcs[i]
-	path := src.mount.GetSource()
-	fail := func(kind SourceErrorKind, err error) error {
-		return &SourceError{kind: kind, Op: "pin", Source: path, Index: i, Err: err}
+var errNotAbsolute = errors.New("not an absolute path")
+
+func (o PinOptions) pin(ctx context.Context, path string, i int) (pinned, error) {
+	fail := func(kind SourceErrorKind, err error, hint string) (pinned, error) {
+		return pinned{}, &SourceError{kind: kind, Op: "pin", Source: path, Index: i, Err: err, hint: hint}
 	}
-	if !filepath.IsAbs(path) || containsNUL(path) {
-		return fail(SourceErrInvalid, nil)
+	if !filepath.IsAbs(path) || strings.IndexByte(path, 0) >= 0 {
+		return fail(SourceErrPin, errNotAbsolute, "")
 	}
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS}
-	if noSymlinks {
-		// Not O_NOFOLLOW: with O_PATH it would pin a trailing symlink
-		// itself instead of refusing it.
+	// O_NOFOLLOW: a trailing symlink or magic link is opened as itself
+	// (and refused below), never followed.
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS}
+	if !o.FollowSymlinksBeforeLast {
 		how.Resolve |= unix.RESOLVE_NO_SYMLINKS
 	}
 	fd, err := boundedFd(ctx, func() (int, error) { return openat2(path, how) })
 	switch {
 	case err == nil:
-	case errors.Is(err, unix.ELOOP) && noSymlinks && pinsWithSymlinks(ctx, path):
-		return fail(SourceErrSymlink, err)
 	case errors.Is(err, unix.ELOOP):
-		return fail(SourceErrMagicLink, err)
+		hint := "a magic link on the path: never followed"
+		if !o.FollowSymlinksBeforeLast {
+			hint = "a symlink or magic link on the path: not followed; configure the path it leads to"
+		}
+		return fail(SourceErrPin, err, hint)
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-		return fail(SourceErrTimedOut, err)
+		return fail(SourceErrTimedOut, err, "")
 	default:
-		return fail(SourceErrOS, err)
+		return fail(SourceErrPin, err, "")
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return fail(SourceErrOS, os.NewSyscallError("fstat", err))
+		return fail(SourceErrPin, os.NewSyscallError("fstat", err), "")
 	}
-	if st.Mode&unix.S_IFMT == unix.S_IFLNK { // never without O_NOFOLLOW; checked all the same
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
 		unix.Close(fd)
-		return fail(SourceErrSymlink, nil)
+		return fail(SourceErrPin, unix.ELOOP, "the source is a symlink or magic link: not followed; configure the path it leads to")
 	}
-	src.fd, src.dev, src.ino, src.mode = fd, st.Dev, st.Ino, st.Mode
-	return nil
-}
-
-// pinsWithSymlinks reports whether path resolves when only magic links
-// are refused: then the ELOOP under RESOLVE_NO_SYMLINKS was a plain
-// symlink.
-func pinsWithSymlinks(ctx context.Context, path string) bool {
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS}
-	fd, err := boundedFd(ctx, func() (int, error) { return openat2(path, how) })
-	if err != nil {
-		return false
-	}
-	unix.Close(fd)
-	return true
+	return pinned{fd: fd, dev: st.Dev, ino: st.Ino, mode: st.Mode}, nil
 }
 
 func openat2(path string, how unix.OpenHow) (int, error) {
@@ -298,15 +300,6 @@ func openat2(path string, how unix.OpenHow) (int, error) {
 	}
 }
 
-func containsNUL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0 {
-			return true
-		}
-	}
-	return false
-}
-
 // Allow implements [MountPolicy] with the [AllowList] rules: a refusal
 // is a *[PolicyRefusal].
 func (p *PinnedSources) Allow(req *pb.Mount) error { return p.allow.Allow(req) }
@@ -317,9 +310,9 @@ func (p *PinnedSources) Unserved() []*pb.Mount {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []*pb.Mount
-	for i, s := range p.srcs {
+	for i, m := range p.mounts {
 		if !p.opened[i] {
-			out = append(out, s.mount)
+			out = append(out, m)
 		}
 	}
 	return out
@@ -332,14 +325,12 @@ func (p *PinnedSources) Close() error {
 	defer p.mu.Unlock()
 	p.closed = true
 	var first error
-	for i := range p.srcs {
-		if p.srcs[i].fd >= 0 {
-			if err := unix.Close(p.srcs[i].fd); err != nil && first == nil {
-				first = os.NewSyscallError("close", err)
-			}
-			p.srcs[i].fd = -1
+	for _, pin := range p.pins {
+		if err := unix.Close(pin.fd); err != nil && first == nil {
+			first = os.NewSyscallError("close", err)
 		}
 	}
+	p.pins = nil
 	return first
 }
 
@@ -354,12 +345,12 @@ func (p *PinnedSources) match(req *pb.Mount) (int, error) {
 		return fail(SourceErrClosed, -1)
 	}
 	last := -1
-	for i := range p.srcs {
-		if !MountMatches(p.srcs[i].mount, req) {
+	for i, m := range p.mounts {
+		if !MountMatches(m, req) {
 			continue
 		}
 		if !p.opened[i] {
-			if p.srcs[i].fd < 0 {
+			if p.pinOf[i] < 0 {
 				return fail(SourceErrNotBind, i)
 			}
 			return i, nil
@@ -383,7 +374,7 @@ func (p *PinnedSources) OpenPlain(req *pb.Mount) (*os.File, pb.MountSourceKind, 
 	if err != nil {
 		return nil, 0, err
 	}
-	fd, err := unix.FcntlInt(uintptr(p.srcs[i].fd), unix.F_DUPFD_CLOEXEC, 0)
+	fd, err := unix.FcntlInt(uintptr(p.pins[p.pinOf[i]].fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, 0, &SourceError{kind: SourceErrOS, Op: "dup", Source: req.GetSource(), Index: i,
 			Err: os.NewSyscallError("fcntl(F_DUPFD_CLOEXEC)", err)}
@@ -406,7 +397,7 @@ func (p *PinnedSources) OpenTree(req *pb.Mount) (*os.File, pb.MountSourceKind, e
 	if err != nil {
 		return nil, 0, err
 	}
-	src := &p.srcs[i]
+	src := &p.pins[p.pinOf[i]]
 	fail := func(kind SourceErrorKind, op string, err error) (*os.File, pb.MountSourceKind, error) {
 		return nil, 0, &SourceError{kind: kind, Op: op, Source: req.GetSource(), Index: i, Err: err}
 	}

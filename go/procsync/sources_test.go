@@ -375,7 +375,7 @@ func sourceErrorKind(t *testing.T, err error) SourceErrorKind {
 }
 
 // Magic links are refused when the set is built, whether named directly or
-// reached through a symlink; nothing stays open.
+// reached through a symlink, with either option; nothing stays open.
 func TestPinRefusesMagicLinks(t *testing.T) {
 	noLeak(t, func() {
 		dir := t.TempDir()
@@ -392,19 +392,17 @@ func TestPinRefusesMagicLinks(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, src := range []string{fdLink, "/proc/self/root", fmt.Sprintf("/proc/%d/root/tmp", os.Getpid()),
-			"/proc/thread-self/cwd", dir + "/to-fd", dir + "/to-root"} {
-			for _, o := range []PinOptions{{}, {NoSymlinks: true}} {
+			fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd()), "/proc/thread-self/cwd", dir + "/to-fd", dir + "/to-root"} {
+			for _, o := range []PinOptions{{}, {FollowSymlinksBeforeLast: true}} {
 				p, err := o.Pin(context.Background(), BindMount(dir, "/ok"), BindMount(src, "/data"))
 				if p != nil {
 					p.Close()
 					t.Fatalf("%s pinned", src)
 				}
-				k := sourceErrorKind(t, err)
-				if k != SourceErrMagicLink || !errors.Is(err, unix.ELOOP) {
-					t.Errorf("%s %+v: kind %s: %v", src, o, k, err)
-				}
 				var se *SourceError
-				errors.As(err, &se)
+				if !errors.As(err, &se) || se.Kind() != SourceErrPin || !errors.Is(err, unix.ELOOP) {
+					t.Fatalf("%s %+v: %v", src, o, err)
+				}
 				if se.Index != 1 || se.Op != "pin" || se.Origin() != OriginLocal {
 					t.Errorf("%s: %+v", src, se)
 				}
@@ -413,8 +411,8 @@ func TestPinRefusesMagicLinks(t *testing.T) {
 	})
 }
 
-// Symlinks in the configuration are followed by default and refused with
-// NoSymlinks, in the last component or above it.
+// A symlink as the last component is always refused; symlinks above it
+// only by default (FollowSymlinksBeforeLast follows them).
 func TestPinSymlinks(t *testing.T) {
 	noLeak(t, func() {
 		dir := t.TempDir()
@@ -427,34 +425,39 @@ func TestPinSymlinks(t *testing.T) {
 		if err := os.Symlink("real", dir+"/mid"); err != nil {
 			t.Fatal(err)
 		}
-		want := statPath(t, dir+"/real/src")
-		for _, src := range []string{dir + "/last", dir + "/mid/src"} {
-			m := BindMount(src, "/data")
-			p, err := PinSources(m)
+		for _, c := range []struct {
+			src    string
+			follow bool
+			ok     bool
+		}{
+			{dir + "/last", false, false},
+			{dir + "/last", true, false},
+			{dir + "/mid/src", false, false},
+			{dir + "/mid/src", true, true},
+			{dir + "/real/src", false, true},
+		} {
+			m := BindMount(c.src, "/data")
+			p, err := PinOptions{FollowSymlinksBeforeLast: c.follow}.Pin(context.Background(), m)
+			if !c.ok {
+				var se *SourceError
+				if p != nil || !errors.As(err, &se) || se.Kind() != SourceErrPin || !errors.Is(err, unix.ELOOP) {
+					t.Errorf("%s follow=%v: %v", c.src, c.follow, err)
+				}
+				continue
+			}
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("%s follow=%v: %v", c.src, c.follow, err)
 			}
 			f, _, err := p.OpenPlain(m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var st unix.Stat_t
-			unix.Fstat(int(f.Fd()), &st)
+			if err := sameDir(f, dir+"/real/src"); err != nil {
+				t.Errorf("%s: %v", c.src, err)
+			}
 			f.Close()
 			p.Close()
-			if devIno(&st) != want {
-				t.Errorf("%s: served %s, want %s", src, devIno(&st), want)
-			}
-			_, err = PinOptions{NoSymlinks: true}.Pin(context.Background(), m)
-			if k := sourceErrorKind(t, err); k != SourceErrSymlink {
-				t.Errorf("%s: kind %s: %v", src, k, err)
-			}
 		}
-		p, err := PinOptions{NoSymlinks: true}.Pin(context.Background(), BindMount(dir+"/real/src", "/data"))
-		if err != nil {
-			t.Fatalf("no symlink on the path: %v", err)
-		}
-		p.Close()
 	})
 }
 
@@ -472,6 +475,9 @@ func TestPinnedSourcesMatching(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer p.Close()
+		if len(p.pins) != 1 {
+			t.Errorf("one source, %d pins", len(p.pins))
+		}
 		al := NewAllowList(a, a, tmpfs, rec)
 		other := BindMount("/etc", "/a")
 		if got, want := p.Allow(other), al.Allow(other); got == nil || got.Error() != want.Error() {
@@ -513,12 +519,12 @@ func TestPinnedSourcesMatching(t *testing.T) {
 		p.Close()
 		for _, bad := range []string{"", "relative/path", "/a\x00b"} {
 			_, err := PinSources(BindMount(bad, "/x"))
-			if k := sourceErrorKind(t, err); k != SourceErrInvalid {
-				t.Errorf("%q: %s", bad, k)
+			if k := sourceErrorKind(t, err); k != SourceErrPin || !errors.Is(err, errNotAbsolute) {
+				t.Errorf("%q: %s %v", bad, k, err)
 			}
 		}
 		_, err = PinSources(BindMount(dir+"/missing", "/x"))
-		if k := sourceErrorKind(t, err); k != SourceErrOS || !errors.Is(err, unix.ENOENT) {
+		if k := sourceErrorKind(t, err); k != SourceErrPin || !errors.Is(err, unix.ENOENT) {
 			t.Errorf("missing: %s %v", k, err)
 		}
 	})
@@ -600,7 +606,9 @@ func TestMountWithinDoneContext(t *testing.T) {
 		called = true
 		return nil, 0, nil
 	})
-	if called || sourceErrorKind(t, err) != SourceErrTimedOut || !errors.Is(err, context.Canceled) {
+	var se *SourceError
+	if called || sourceErrorKind(t, err) != SourceErrTimedOut || !errors.Is(err, context.Canceled) ||
+		!errors.As(err, &se) || se.Origin() != OriginOS || !se.Timeout() {
 		t.Fatalf("called %v, %v", called, err)
 	}
 }
@@ -716,4 +724,16 @@ func runInNamespace(scenario string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown scenario %q", scenario)
+}
+
+func TestRefusalKindNames(t *testing.T) {
+	for k, want := range map[RefusalKind]string{RefusalNotConfigured: "not-configured",
+		RefusalAlreadyServed: "already-served", RefusalDenied: "denied", 7: "RefusalKind(7)"} {
+		if k.String() != want {
+			t.Errorf("%d: %s", int(k), k)
+		}
+	}
+	if Denied("x").Origin() != OriginPeer {
+		t.Error("origin")
+	}
 }

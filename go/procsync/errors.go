@@ -107,11 +107,21 @@ const (
 func (k ErrorKind) String() string { return string(k) }
 
 // KindOf returns the [ErrorKind] of the first error in err's chain that has
-// one (every error type of this package does).
+// one (every error type of this package does). A *ProtocolError counts as
+// the session kind [KindProtocolViolation] (the peer broke the order) or
+// [KindMisuse] (the local caller did), as the Rust crate's SessionError
+// reports it; its state-machine kind is [ProtocolError.Kind].
 func KindOf(err error) (ErrorKind, bool) {
-	var k interface{ Kind() ErrorKind }
-	if errors.As(err, &k) {
-		return k.Kind(), true
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		switch x := e.(type) {
+		case *ProtocolError:
+			if x.Origin() == OriginPeer {
+				return KindProtocolViolation, true
+			}
+			return KindMisuse, true
+		case interface{ Kind() ErrorKind }:
+			return x.Kind(), true
+		}
 	}
 	return "", false
 }

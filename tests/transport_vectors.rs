@@ -22,10 +22,7 @@ use procsync::schema::{SyncMessage, FILE_DESCRIPTOR_SET};
 use procsync::transport::SyncSocket;
 use procsync::wire::Limits;
 
-const PATH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/vectors/transport.json"
-);
+const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/transport.json");
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -44,9 +41,7 @@ fn load() -> Value {
 
 fn to_json(msg: &SyncMessage) -> Value {
     let pool = DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("descriptor set");
-    let desc = pool
-        .get_message_by_name("procsync.v1.SyncMessage")
-        .unwrap();
+    let desc = pool.get_message_by_name("procsync.v1.SyncMessage").unwrap();
     let dynm = DynamicMessage::decode(desc, msg.encode_to_vec().as_slice()).unwrap();
     serde_json::to_value(&dynm).unwrap()
 }
@@ -150,7 +145,9 @@ fn the_file_is_well_formed() {
     assert!(has(&|v| opts(v, "SO_TIMESTAMP")));
     assert!(has(&|v| v["fds"].as_u64().unwrap() > 20));
     assert!(has(&|v| v.get("record_repeat").is_some()));
-    assert!(has(&|v| record(v).is_empty() && v["fds"].as_u64().unwrap() > 0));
+    assert!(has(
+        &|v| record(v).is_empty() && v["fds"].as_u64().unwrap() > 0
+    ));
 }
 
 #[test]

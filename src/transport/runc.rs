@@ -114,8 +114,12 @@ impl SyncSocket {
         // The JSON record carries no fd: room for SPARE_FDS anyway, so a
         // few stray fds are seen (and closed) rather than dropped unseen.
         let rec = self.recv_raw(buf, 0, deadline)?;
-        let header =
-            runc::decode(&buf[..rec.len], &self.limits).map_err(TransportError::RuncDecode)?;
+        let shape = match self.wire {
+            super::Wire::Runc(shape) => shape,
+            super::Wire::Native => MountShape::default(),
+        };
+        let header = runc::decode(&buf[..rec.len], shape, &self.limits)
+            .map_err(TransportError::RuncDecode)?;
         let ty = header.message_type();
         if !rec.fds.is_empty() {
             // `rec.fds` is dropped (closed) with the error.

@@ -198,7 +198,8 @@ fn child_init() -> Res {
     child.hooks()?;
     child.ready()?;
     // An eventfd stands in for the seccomp notify fd; only its number travels.
-    let notify = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
+    let notify =
+        procsync::rustix::event::eventfd(0, procsync::rustix::event::EventfdFlags::CLOEXEC)?;
     child.seccomp(SeccompHandoff::ChildFd(notify.as_raw_fd()))?;
     child.close()?;
     Ok(())
@@ -220,7 +221,7 @@ fn child_compromised() -> Res {
 
 /// The names in the directory `dir` (an `O_PATH` fd), read through the fd.
 fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<String>, Box<dyn std::error::Error>> {
-    use rustix::fs::{openat, Dir, Mode, OFlags};
+    use procsync::rustix::fs::{openat, Dir, Mode, OFlags};
     let fd = openat(
         dir,
         ".",

@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use procsync::rustix;
 use procsync::session::{Child, HandlerError, Parent, ParentHandler, SeccompFd, SeccompHandoff};
 use procsync::state::Flow;
 use procsync::transport::SyncSocket;

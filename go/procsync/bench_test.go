@@ -37,7 +37,7 @@ func benchRequest() *pb.SyncMessage {
 	return MountPleaseMessage(m)
 }
 
-func benchReply() *pb.SyncMessage { return MountFdMessage(KindOpenTree, benchSource) }
+func benchReply() *pb.SyncMessage { return MountFdMessage(SourceOpenTree, benchSource) }
 
 // pinThread locks the calling goroutine to its thread and pins that thread
 // to cpu.

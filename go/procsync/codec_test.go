@@ -49,9 +49,9 @@ func TestEncodeSetsHasFdFromAttachment(t *testing.T) {
 	}
 	_, err = Encode(nil, ReadyMessage(), true, DefaultLimits())
 	wantKind(t, err, KindUnexpectedFd)
-	_, err = Encode(nil, MountFdMessage(KindPlainOpen, "/a"), false, DefaultLimits())
+	_, err = Encode(nil, MountFdMessage(SourcePlainOpen, "/a"), false, DefaultLimits())
 	wantKind(t, err, KindMissingFd)
-	enc, err := Encode(nil, MountFdMessage(KindPlainOpen, "/srv/a"), true, DefaultLimits())
+	enc, err := Encode(nil, MountFdMessage(SourcePlainOpen, "/srv/a"), true, DefaultLimits())
 	if err != nil || hex.EncodeToString(enc) != "1008071001620a080212062f7372762f61" {
 		t.Fatalf("got %x, %v", enc, err)
 	}
@@ -225,7 +225,7 @@ func TestRoundTripHelpers(t *testing.T) {
 			t.Fatalf("%s: %v %v", TypeName(m.GetType()), back, err)
 		}
 	}
-	for _, m := range []*pb.SyncMessage{MountFdMessage(KindOpenTree, "/x"), SeccompAttachedMessage()} {
+	for _, m := range []*pb.SyncMessage{MountFdMessage(SourceOpenTree, "/x"), SeccompAttachedMessage()} {
 		enc, err := Encode(nil, m, true, DefaultLimits())
 		if err != nil {
 			t.Fatal(err)
@@ -245,7 +245,7 @@ func TestUnknownFieldsStrippedAtEveryDepth(t *testing.T) {
 		m.IdMapping = idm
 		m.RecAttr = &pb.MountAttr{AttrSet: 1}
 		return []*pb.SyncMessage{
-			MountPleaseMessage(m), ErrorMessage("e"), SeccompAttachedMessage(), MountFdMessage(KindOpenTree, "/s"),
+			MountPleaseMessage(m), ErrorMessage("e"), SeccompAttachedMessage(), MountFdMessage(SourceOpenTree, "/s"),
 		}
 	}
 	clean := build()

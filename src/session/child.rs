@@ -2,13 +2,13 @@
 //! parent for mount source fds, hooks, Run and the seccomp hand-off.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::schema::{Mount, MountSourceKind, SyncMessage};
+use crate::schema::{Mount, SyncMessage};
 use crate::state::{Flow, Machine, Role, State};
-use crate::transport::SyncSocket;
+use crate::transport::{Received, SyncSocket, TransportError};
 
-use super::link::Link;
+use super::core::{mount_reply, LinkCore};
 use super::{MountSource, SessionError, Step, Traffic};
 
 /// How the child hands its seccomp notify fd to the parent.
@@ -47,15 +47,20 @@ pub enum SeccompHandoff<'a> {
 /// ```
 #[derive(Debug)]
 pub struct Child {
-    link: Link,
+    core: LinkCore,
+    sock: SyncSocket,
 }
 
 impl Child {
     /// A child session for `flow` over `sock`, waiting without a deadline.
     pub fn new(sock: SyncSocket, flow: Flow) -> Self {
-        Child {
-            link: Link::new(sock, Machine::new(Role::Child, flow), None),
-        }
+        let core = LinkCore::new(
+            Machine::new(Role::Child, flow),
+            None,
+            sock.wire(),
+            *sock.limits(),
+        );
+        Child { core, sock }
     }
 
     /// A child session over the socket named by `PROCSYNC_SYNC_FD`
@@ -72,15 +77,16 @@ impl Child {
     /// Waits at most `limit` for each reply, and for room to send each
     /// request ([`SessionError::Transport`] with a timeout otherwise).
     /// Without it a call waits until the reply comes or the parent closes.
+    /// A limit too large to represent (`Duration::MAX`) is no limit.
     pub fn with_deadline(mut self, limit: Duration) -> Self {
-        self.link.deadline = Some(limit);
+        self.core.deadline = Some(limit);
         self
     }
 
     /// Registers the parent's pidfd: a wait ends as soon as the parent
     /// exits, even if another process still holds the parent's end.
     pub fn with_peer_pidfd(mut self, pidfd: OwnedFd) -> Self {
-        self.link.sock.set_peer_pidfd(pidfd);
+        self.sock.set_peer_pidfd(pidfd);
         self
     }
 
@@ -88,18 +94,39 @@ impl Child {
     /// the state machine accepted it) and just after one arrives (before
     /// it is checked): for logs and transcripts.
     pub fn with_observer(mut self, observer: impl FnMut(&Traffic<'_>) + Send + 'static) -> Self {
-        self.link.observer = Some(Box::new(observer));
+        self.core.observer = Some(Box::new(observer));
         self
     }
 
     /// Where the conversation stands.
     pub fn state(&self) -> State {
-        self.link.machine.state()
+        self.core.machine.state()
     }
 
     /// The flow this session runs.
     pub fn flow(&self) -> Flow {
-        self.link.machine.flow()
+        self.core.machine.flow()
+    }
+
+    /// Sends `msg` (the state machine first).
+    fn send(&mut self, msg: &SyncMessage, fd: Option<BorrowedFd<'_>>) -> Result<(), SessionError> {
+        let ticket = self.core.begin_send(msg, fd)?;
+        let deadline = self.core.deadline_from(Instant::now());
+        let r = self.sock.send_deadline(msg, fd, deadline);
+        self.core.end_send(ticket, r)
+    }
+
+    /// Sends a request and waits for its reply.
+    fn request(
+        &mut self,
+        msg: &SyncMessage,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<Received, SessionError> {
+        self.send(msg, fd)?;
+        self.core.begin_recv()?;
+        let deadline = self.core.deadline_from(Instant::now());
+        let r = self.sock.recv_deadline(deadline);
+        self.core.end_recv_reply(r)
     }
 
     /// Asks the parent for a source fd for `mount` (MountPlease → MountFd).
@@ -107,72 +134,30 @@ impl Child {
     /// The reply must name the same source as the request
     /// ([`SessionError::SourceMismatch`] otherwise, and its fd is closed),
     /// and an id-mapped request (one with [`Mount::id_mapping`]) must be
-    /// answered with an [`MountSourceKind::OpenTree`] source
-    /// ([`SessionError::SourceDowngraded`] otherwise, fd closed): never a
-    /// silent downgrade to an unmapped bind.
+    /// answered with an [`MountSourceKind::OpenTree`](crate::schema::MountSourceKind::OpenTree)
+    /// source ([`SessionError::SourceDowngraded`] otherwise, fd closed):
+    /// never a silent downgrade to an unmapped bind.
     /// Init flow only, before [`hooks`](Self::hooks).
     pub fn mount_source(&mut self, mount: &Mount) -> Result<MountSource, SessionError> {
-        self.link
-            .send(&SyncMessage::mount_please(mount.clone()), None)?;
-        let rec = self.link.recv_reply()?;
-        // The machine accepted it and the codec validated it: a MountFd
-        // with its info and exactly one fd.
-        let info = rec.msg.mount_fd_info().cloned().unwrap_or_default();
-        if info.source != mount.source {
-            return Err(SessionError::SourceMismatch {
-                requested: mount.source.clone(),
-                got: info.source,
-            });
-        }
-        let kind = MountSourceKind::try_from(info.kind).unwrap_or(MountSourceKind::Unspecified);
-        // An id-mapped request needs a detached mount to carry the mapping:
-        // a plain O_PATH fd (what a parent that does not know id-mapped
-        // mounts sends) would silently drop it. `rec.fd` closes here.
-        if mount.id_mapping.is_some() && kind != MountSourceKind::OpenTree {
-            return Err(SessionError::SourceDowngraded {
-                mount_source: mount.source.clone(),
-                got: kind,
-            });
-        }
-        match rec.fd {
-            Some(fd) => Ok(MountSource { fd, kind }),
-            // Unreachable past the codec (MountFd requires an fd); kept total.
-            None => Err(SessionError::Transport {
-                step: Step::Recv(self.link.machine.expected_recv()),
-                state: self.state(),
-                source: crate::transport::TransportError::Decode(
-                    crate::wire::DecodeError::Invalid(crate::wire::ValidationError::MissingFd {
-                        ty: crate::schema::MessageType::MountFd,
-                    }),
-                ),
-            }),
-        }
+        let rec = self.request(&SyncMessage::mount_please(mount.clone()), None)?;
+        mount_reply(&self.core, mount, rec)
     }
 
     /// Asks the parent to run the hooks (Hooks → HooksDone). Init flow only.
     pub fn hooks(&mut self) -> Result<(), SessionError> {
-        self.link.send(&SyncMessage::hooks(), None)?;
-        self.link.recv_reply().map(drop)
+        self.request(&SyncMessage::hooks(), None).map(drop)
     }
 
     /// Tells the parent set-up is done and waits for Run (Ready → Run).
     pub fn ready(&mut self) -> Result<(), SessionError> {
-        self.link.send(&SyncMessage::ready(), None)?;
-        self.link.recv_reply().map(drop)
+        self.request(&SyncMessage::ready(), None).map(drop)
     }
 
     /// Hands the seccomp notify fd to the parent and waits until it took it
     /// (Seccomp → SeccompDone). After Run.
     pub fn seccomp(&mut self, handoff: SeccompHandoff<'_>) -> Result<(), SessionError> {
-        match handoff {
-            SeccompHandoff::Attached(fd) => self
-                .link
-                .send(&SyncMessage::seccomp_attached(), Some(fd.as_fd()))?,
-            SeccompHandoff::ChildFd(n) => {
-                self.link.send(&SyncMessage::seccomp_child_fd(n), None)?
-            }
-        }
-        self.link.recv_reply().map(drop)
+        let (msg, fd) = handoff.message();
+        self.request(&msg, fd).map(drop)
     }
 
     /// Tells the parent this side gives up, with `message` (Error). Error is
@@ -184,22 +169,10 @@ impl Child {
     /// has closed, or shut down its sending side (it will read no more),
     /// this returns [`SessionError::Closed`] and writes nothing.
     pub fn fail(&mut self, message: impl Into<String>) -> Result<(), SessionError> {
-        self.link.check_open()?;
-        // Terminal states refuse first: that is the caller's misuse.
-        let mut probe = self.link.machine;
-        probe
-            .on_send(crate::schema::MessageType::Error)
-            .map_err(SessionError::Misuse)?;
-        if self.link.peer_hung_up()? {
-            self.link.peer_closed = true;
-            // Closed either way; whether it was orderly does not matter now.
-            let _ = self.link.machine.on_peer_closed();
-            return Err(SessionError::Closed {
-                by: crate::Origin::Peer,
-            });
-        }
-        let msg = self.link.error_message(&message.into());
-        self.link.send(&msg, None)
+        self.core.check_fail()?;
+        self.core.on_hung_up_check(peer_hung_up(&self.sock))?;
+        let msg = self.core.error_message(&message.into());
+        self.send(&msg, None)
     }
 
     /// Closes the connection. Always closes; returns
@@ -207,9 +180,43 @@ impl Child {
     /// Ready, or while a reply is owed), so the caller knows the parent will
     /// see a violation.
     pub fn close(mut self) -> Result<(), SessionError> {
-        let orderly = self.link.machine.check_close();
-        self.link.machine.on_close();
-        drop(self);
-        orderly.map_err(SessionError::Misuse)
+        self.core.close()
+    }
+}
+
+impl SeccompHandoff<'_> {
+    /// The Seccomp message and the fd riding with it.
+    pub(crate) fn message(&self) -> (SyncMessage, Option<BorrowedFd<'_>>) {
+        match *self {
+            SeccompHandoff::Attached(fd) => (SyncMessage::seccomp_attached(), Some(fd)),
+            SeccompHandoff::ChildFd(n) => (SyncMessage::seccomp_child_fd(n), None),
+        }
+    }
+}
+
+/// Whether the peer has closed or shut down its sending side, without
+/// reading anything: `POLLHUP` or `POLLRDHUP` on the socket right now.
+pub(crate) fn peer_hung_up(sock: &impl AsFd) -> Result<bool, TransportError> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut pfd = [PollFd::new(sock, PollFlags::RDHUP)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        match rustix::event::poll(&mut pfd, Some(&zero)) {
+            Ok(_) => {
+                return Ok(pfd[0]
+                    .revents()
+                    .intersects(PollFlags::HUP | PollFlags::RDHUP))
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                return Err(TransportError::Io {
+                    op: "poll",
+                    source: e.into(),
+                })
+            }
+        }
     }
 }

@@ -26,7 +26,6 @@
 mod child;
 mod core;
 mod error;
-mod link;
 mod parent;
 
 use std::io;

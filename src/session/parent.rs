@@ -8,14 +8,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::policy::{ConfiguredMounts, MountPolicy, PolicyRefusal};
-use crate::schema::{MessageType, Mount, SeccompTransfer, SyncMessage};
+use crate::schema::Mount;
 use crate::state::{Flow, Machine, Role, State};
 use crate::transport::SyncSocket;
-use crate::Origin;
 
-use super::core::deadline_after;
-use super::link::Link;
-use super::{error_chain, pidfd_getfd, MountSource, SessionError, Step, Traffic};
+use super::core::{call_handler, Action, LinkCore, ParentCore};
+use super::{pidfd_getfd, MountSource, SessionError, Step, Traffic};
 
 /// How long the parent waits for each message from the child by default:
 /// 60 s, as runc's mount-source thread waits for a request.
@@ -117,7 +115,11 @@ pub struct ChildFd<'a> {
     pidfd: Option<BorrowedFd<'a>>,
 }
 
-impl ChildFd<'_> {
+impl<'a> ChildFd<'a> {
+    pub(crate) fn new(number: RawFd, pidfd: Option<BorrowedFd<'a>>) -> Self {
+        ChildFd { number, pidfd }
+    }
+
     /// The fd number in the child.
     pub fn number(&self) -> RawFd {
         self.number
@@ -238,7 +240,7 @@ pub struct ServeReport {
 /// struct OpenPath;
 /// impl ParentHandler for OpenPath {
 ///     fn mount(&mut self, req: &Mount) -> Result<MountSource, HandlerError> {
-///         use rustix::fs::{open, Mode, OFlags};
+///         use procsync::rustix::fs::{open, Mode, OFlags};
 ///         let fd = open(req.source.as_str(), OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
 ///         Ok(MountSource { fd, kind: MountSourceKind::PlainOpen })
 ///     }
@@ -257,8 +259,8 @@ pub struct ServeReport {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Parent {
-    link: Link,
-    policy: Box<dyn MountPolicy + Send>,
+    core: ParentCore,
+    sock: SyncSocket,
     /// The child's pidfd, for `pidfd_getfd` (the socket holds a duplicate).
     pidfd: Option<OwnedFd>,
 }
@@ -266,9 +268,10 @@ pub struct Parent {
 impl fmt::Debug for Parent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Parent")
-            .field("link", &self.link)
+            .field("core", &self.core)
+            .field("sock", &self.sock)
             .field("pidfd", &self.pidfd)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -281,13 +284,15 @@ impl Parent {
         flow: Flow,
         configured_mounts: impl IntoIterator<Item = Mount>,
     ) -> Self {
+        let link = LinkCore::new(
+            Machine::new(Role::Parent, flow),
+            Some(DEFAULT_DEADLINE),
+            sock.wire(),
+            *sock.limits(),
+        );
         Parent {
-            link: Link::new(
-                sock,
-                Machine::new(Role::Parent, flow),
-                Some(DEFAULT_DEADLINE),
-            ),
-            policy: Box::new(ConfiguredMounts::new(configured_mounts)),
+            core: ParentCore::new(link, Box::new(ConfiguredMounts::new(configured_mounts))),
+            sock,
             pidfd: None,
         }
     }
@@ -295,21 +300,24 @@ impl Parent {
     /// Replaces the mount policy (for example with
     /// [`AllowAll`](crate::policy::AllowAll), runc's behaviour).
     pub fn with_policy(mut self, policy: impl MountPolicy + Send + 'static) -> Self {
-        self.policy = Box::new(policy);
+        self.core.policy = Box::new(policy);
         self
     }
 
     /// Waits at most `limit` for each message from the child, and for room
-    /// to send each reply (a child that stops reading its replies).
+    /// to send each reply (a child that stops reading its replies); the
+    /// handler has until the same time after a request arrived to finish
+    /// ([`ParentHandler::set_deadline`]). A limit too large to represent
+    /// (`Duration::MAX`) is no limit.
     pub fn with_deadline(mut self, limit: Duration) -> Self {
-        self.link.deadline = Some(limit);
+        self.core.link.deadline = Some(limit);
         self
     }
 
     /// Waits for the child without a deadline (a pidfd still ends the wait
     /// when the child exits).
     pub fn without_deadline(mut self) -> Self {
-        self.link.deadline = None;
+        self.core.link.deadline = None;
         self
     }
 
@@ -321,20 +329,16 @@ impl Parent {
             step: Step::Pidfd,
             source,
         })?;
-        self.link.sock.set_peer_pidfd(dup);
+        self.sock.set_peer_pidfd(dup);
         self.pidfd = Some(pidfd);
         Ok(self)
     }
 
     /// Opens `child`'s pidfd and registers it ([`with_peer_pidfd`](Self::with_peer_pidfd)).
     pub fn with_child_process(self, child: &std::process::Child) -> Result<Self, SessionError> {
-        let pidfd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_child(child),
-            rustix::process::PidfdFlags::empty(),
-        )
-        .map_err(|e| SessionError::Os {
+        let pidfd = pidfd_open(child).map_err(|source| SessionError::Os {
             step: Step::Pidfd,
-            source: e.into(),
+            source,
         })?;
         self.with_peer_pidfd(pidfd)
     }
@@ -343,18 +347,18 @@ impl Parent {
     /// the state machine accepted it) and just after one arrives (before
     /// it is checked): for logs and transcripts.
     pub fn with_observer(mut self, observer: impl FnMut(&Traffic<'_>) + Send + 'static) -> Self {
-        self.link.observer = Some(Box::new(observer));
+        self.core.link.observer = Some(Box::new(observer));
         self
     }
 
     /// Where the conversation stands.
     pub fn state(&self) -> State {
-        self.link.machine.state()
+        self.core.link.machine.state()
     }
 
     /// The per-message deadline, if any.
     pub fn deadline(&self) -> Option<Duration> {
-        self.link.deadline
+        self.core.link.deadline
     }
 
     /// Answers the child's requests until it closes (runc's `parseSync`).
@@ -370,154 +374,52 @@ impl Parent {
     /// * the policy refuses a MountPlease (Error reply
     ///   `"mount request refused: …"`, [`SessionError::MountRefused`]);
     /// * a handler method fails (Error reply `"<Request> failed in the
-    ///   parent: …"`, [`SessionError::Handler`]);
+    ///   parent: …"`, [`SessionError::Handler`]) or returns after the reply
+    ///   was due ([`SessionError::HandlerOverran`]; this driver cannot
+    ///   preempt a handler, so it waits for it to return);
     /// * the transport fails: deadline, child death, bad record, I/O
     ///   ([`SessionError::Transport`]).
     ///
     /// On every path the write side is shut down at the end (the child
     /// reads end-of-file after the last reply).
     pub fn serve(&mut self, handler: &mut impl ParentHandler) -> Result<ServeReport, SessionError> {
-        self.link.check_open()?;
-        let mut report = ServeReport::default();
-        let result = self.serve_loop(handler, &mut report);
-        self.link.machine.on_close();
-        let shut = self.link.sock.shutdown_write();
-        match (result, shut) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Err(source)) => Err(SessionError::Transport {
-                step: Step::Shutdown,
-                state: State::Closed,
-                source,
-            }),
-            (Ok(()), Ok(())) => Ok(report),
-        }
-    }
-
-    fn serve_loop(
-        &mut self,
-        handler: &mut impl ParentHandler,
-        report: &mut ServeReport,
-    ) -> Result<(), SessionError> {
+        self.core.start()?;
         loop {
-            let Some(rec) = self.link.recv()? else {
-                return Ok(());
-            };
-            // The reply is due one per-message deadline after the request
-            // arrived; the handler is told, and held to it.
-            let due = deadline_after(Instant::now(), self.link.deadline);
-            handler.set_deadline(due);
-            let ty = rec.msg.kind().unwrap_or(MessageType::Unspecified);
-            match ty {
-                MessageType::MountPlease => {
-                    let req = rec.msg.mount().cloned().unwrap_or_default();
-                    if let Err(refusal) = self.policy.check(&req) {
-                        self.reply_error(&refusal_text(&refusal));
-                        return Err(SessionError::MountRefused(refusal));
-                    }
-                    let source = self.handled(ty, due, handler.mount(&req))?;
-                    let reply = SyncMessage::mount_fd(source.kind, req.source);
-                    self.reply(ty, &reply, Some(source.fd.as_fd()))?;
-                    report.mounts += 1;
+            match self.core.poll() {
+                Action::Recv => {
+                    let deadline = self.core.recv_deadline(Instant::now());
+                    let r = self.sock.recv_deadline(deadline);
+                    self.core.on_recv(r, Instant::now());
                 }
-                MessageType::Hooks => {
-                    self.handled(ty, due, handler.hooks())?;
-                    self.reply(ty, &SyncMessage::hooks_done(), None)?;
-                    report.hooks = true;
+                Action::Handle(call) => {
+                    let outcome = call_handler(handler, call, self.pidfd.as_ref().map(AsFd::as_fd));
+                    self.core.on_handled(outcome, Instant::now());
                 }
-                MessageType::Ready => {
-                    self.handled(ty, due, handler.ready())?;
-                    self.reply(ty, &SyncMessage::run(), None)?;
-                    report.ready = true;
+                Action::Send => {
+                    let sent = self.core.begin_send().map(|ticket| {
+                        let deadline = self.core.send_deadline(Instant::now());
+                        let (msg, fd) = self.core.outgoing();
+                        (ticket, self.sock.send_deadline(msg, fd, deadline))
+                    });
+                    self.core.on_sent(sent);
                 }
-                MessageType::Seccomp => {
-                    let fd = match (rec.msg.seccomp_transfer(), rec.fd) {
-                        (Some(SeccompTransfer::ChildFd(n)), _) => SeccompFd::ChildFd(ChildFd {
-                            number: n,
-                            pidfd: self.pidfd.as_ref().map(AsFd::as_fd),
-                        }),
-                        (_, Some(fd)) => SeccompFd::Attached(fd),
-                        // The codec guarantees an fd with Attached; kept total.
-                        (_, None) => {
-                            let e = HandlerError::new(
-                                "Seccomp came with neither an fd nor a child fd number",
-                            );
-                            return Err(self.handler_failed(ty, e));
-                        }
-                    };
-                    self.handled(ty, due, handler.seccomp(fd))?;
-                    self.reply(ty, &SyncMessage::seccomp_done(), None)?;
-                    report.seccomp = true;
+                Action::Shutdown => {
+                    let r = self.sock.shutdown_write();
+                    self.core.on_shutdown(r);
                 }
-                // The machine admits only the child's requests (and Error,
-                // which `recv` turned into Remote).
-                _ => {
-                    let e = HandlerError::new(format!("unexpected {ty} from the child"));
-                    return Err(self.handler_failed(ty, e));
-                }
+                Action::Done(r) => return r,
             }
         }
     }
+}
 
-    /// The handler's result for `request`: an error, or a result that came
-    /// after `due`, is answered with an Error reply. A late result is
-    /// dropped (an fd in it is closed).
-    fn handled<T>(
-        &mut self,
-        request: MessageType,
-        due: Option<Instant>,
-        r: Result<T, HandlerError>,
-    ) -> Result<T, SessionError> {
-        let r = r.map_err(|e| self.handler_failed(request, e))?;
-        if let Some(due) = due {
-            let now = Instant::now();
-            if now > due {
-                drop(r);
-                let overrun = now - due;
-                self.reply_error(&format!(
-                    "{request} failed in the parent: the handler overran its deadline by {overrun:?}"
-                ));
-                return Err(SessionError::HandlerOverran { request, overrun });
-            }
-        }
-        Ok(r)
-    }
-
-    /// Sends the reply to `request`. If this side cannot send it (the codec
-    /// refuses what the handler produced, for example a MountFd of kind
-    /// Unspecified), the child still gets an answer: an Error reply.
-    fn reply(
-        &mut self,
-        request: MessageType,
-        msg: &SyncMessage,
-        fd: Option<BorrowedFd<'_>>,
-    ) -> Result<(), SessionError> {
-        match self.link.send(msg, fd) {
-            Err(e @ SessionError::Transport { .. }) if e.origin() == Origin::Local => {
-                let reply = msg.kind().unwrap_or(MessageType::Unspecified);
-                self.reply_error(&format!(
-                    "{request} failed in the parent: cannot send {reply}: {}",
-                    source_chain(&e)
-                ));
-                Err(e)
-            }
-            other => other,
-        }
-    }
-
-    /// Tells the child why `request` failed, then returns the handler error.
-    fn handler_failed(&mut self, request: MessageType, e: HandlerError) -> SessionError {
-        let text = format!("{request} failed in the parent: {}", error_chain(&e));
-        self.reply_error(&text);
-        SessionError::Handler { request, source: e }
-    }
-
-    /// Sends the Error reply to the pending request. Best effort: a child
-    /// that already closed or died cannot be told, and the caller's error
-    /// (the refusal, the handler's failure) is the one that matters.
-    fn reply_error(&mut self, text: &str) {
-        let msg = self.link.error_message(text);
-        let _ = self.link.send(&msg, None);
-    }
+/// Opens a pidfd for `child` (`pidfd_open(2)`, Linux 5.3).
+pub(crate) fn pidfd_open(child: &std::process::Child) -> std::io::Result<OwnedFd> {
+    rustix::process::pidfd_open(
+        rustix::process::Pid::from_child(child),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .map_err(io::Error::from)
 }
 
 /// The Error reply for a refused MountPlease: [`REFUSAL_PREFIX`] and the
@@ -529,9 +431,4 @@ pub fn refusal_text(refusal: &PolicyRefusal) -> String {
     } else {
         format!("{REFUSAL_PREFIX}{text}")
     }
-}
-
-/// The transport error under a session error, with its causes, joined with `": "`.
-fn source_chain(e: &SessionError) -> String {
-    e.source().map(error_chain).unwrap_or_default()
 }

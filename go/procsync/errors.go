@@ -55,9 +55,13 @@ const (
 	// KindNotSeqpacket: the fd handed over is not an AF_UNIX
 	// SOCK_SEQPACKET socket (it is left open). Local.
 	KindNotSeqpacket ErrorKind = "not-seqpacket"
-	// KindEnv: PROCSYNC_SYNC_FD is missing or does not name a usable fd
-	// (not decimal, leading zeros, 0–2, not open). Local.
-	KindEnv ErrorKind = "env"
+	// KindEnvNotSet: PROCSYNC_SYNC_FD is not set. Local.
+	KindEnvNotSet ErrorKind = "env-not-set"
+	// KindEnvInvalid: PROCSYNC_SYNC_FD does not name a usable fd (not
+	// decimal, leading zeros, 0–2, not open). Local.
+	KindEnvInvalid ErrorKind = "env-invalid"
+	// KindWriteShutdown: a send after [SyncSocket.ShutdownWrite]. Local.
+	KindWriteShutdown ErrorKind = "write-shutdown"
 	// KindIO: a system call failed. OS.
 	KindIO ErrorKind = "io"
 	// KindClosed: the local side already closed the socket or session, or
@@ -103,11 +107,21 @@ const (
 func (k ErrorKind) String() string { return string(k) }
 
 // KindOf returns the [ErrorKind] of the first error in err's chain that has
-// one (every error type of this package does).
+// one (every error type of this package does). A *ProtocolError counts as
+// the session kind [KindProtocolViolation] (the peer broke the order) or
+// [KindMisuse] (the local caller did), as the Rust crate's SessionError
+// reports it; its state-machine kind is [ProtocolError.Kind].
 func KindOf(err error) (ErrorKind, bool) {
-	var k interface{ Kind() ErrorKind }
-	if errors.As(err, &k) {
-		return k.Kind(), true
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		switch x := e.(type) {
+		case *ProtocolError:
+			if x.Origin() == OriginPeer {
+				return KindProtocolViolation, true
+			}
+			return KindMisuse, true
+		case interface{ Kind() ErrorKind }:
+			return x.Kind(), true
+		}
 	}
 	return "", false
 }
@@ -166,6 +180,8 @@ func (e *TransportError) Error() string {
 		what = "canceled"
 	case KindBadFile:
 		what = "the file to attach is not open"
+	case KindWriteShutdown:
+		what = "cannot send: this side already shut down writing"
 	}
 	s := "procsync: "
 	if e.Op != "" {

@@ -314,6 +314,9 @@ type DecodeError struct {
 // Kind returns the stable kind of the rejection.
 func (e *DecodeError) Kind() ErrorKind { return e.kind }
 
+// Origin is [OriginPeer]: the peer sent the record.
+func (e *DecodeError) Origin() Origin { return OriginPeer }
+
 // Unwrap returns the validation error, if any.
 func (e *DecodeError) Unwrap() error {
 	if e.Invalid != nil {
@@ -365,6 +368,9 @@ type EncodeError struct {
 
 // Kind returns the stable kind of the rejection.
 func (e *EncodeError) Kind() ErrorKind { return e.kind }
+
+// Origin is [OriginLocal]: the local caller asked to send it.
+func (e *EncodeError) Origin() Origin { return OriginLocal }
 
 // Unwrap returns the validation error, if any.
 func (e *EncodeError) Unwrap() error {

@@ -32,7 +32,7 @@ use procsync::session::{
 };
 use procsync::state::{Flow, Machine, Role, State};
 use procsync::transport::{Origin, SyncSocket, TransportError, Wire};
-use procsync::wire::runc::{MountShape, RuncDecodeError, RuncErrorKind};
+use procsync::wire::runc::{MountShape, RuncDecodeError, RuncErrorKind, RuncProfile};
 use procsync::wire::{ErrorKind, ValidationError};
 
 const SHAPES: [MountShape; 2] = [MountShape::V1_2, MountShape::V1_4];
@@ -1094,4 +1094,119 @@ fn native_and_runc_ends_do_not_understand_each_other() {
     );
     b.send(&SyncMessage::run(), None).unwrap();
     assert!(matches!(a.recv(), Err(TransportError::Decode(_))));
+}
+
+/// Issue 12.19: `runc exec` in every compatibility profile, procsync as the
+/// parent of a Go runc-style child speaking that profile. Before
+/// v1.2.0-rc.2 the child sends no Ready and the parent answers none.
+#[test]
+fn procsync_parent_serves_go_exec_child_in_every_profile() {
+    let _g = serial();
+    if peer_bin().is_none() {
+        return;
+    }
+    for profile in RuncProfile::ALL {
+        let before = fd_count();
+        let mut peer = GoPeer::spawn(
+            &["child", "-mode", "exec", "-profile", profile.name()],
+            profile.mount_shape(),
+        );
+        let t = serve(&mut peer, profile.exec_flow(), &ParentPlan::default());
+        let (code, out) = peer.finish();
+        assert_eq!(code, Some(0), "{}: {out}", profile.name());
+        match profile.exec_flow() {
+            Flow::ExecNoReady => {
+                assert_eq!(t, ["eof"], "{}", profile.name());
+                assert!(out.contains("child: exec without ready"), "{out}");
+            }
+            _ => {
+                assert_eq!(t, ["Ready", "eof"], "{}", profile.name());
+                assert!(out.contains("child: run"), "{out}");
+            }
+        }
+        assert_eq!(fd_count(), before, "{}", profile.name());
+    }
+}
+
+/// Issue 12.19, the other role: a procsync child runs `runc exec`'s order of
+/// each profile against a Go runc-style parent of that profile. An old
+/// parent refuses Ready (runc panicked on it); the newer child's Ready is
+/// what it must not get.
+#[test]
+fn procsync_exec_child_against_go_parent_in_every_profile() {
+    let _g = serial();
+    if peer_bin().is_none() {
+        return;
+    }
+    for profile in RuncProfile::ALL {
+        let mut peer = GoPeer::spawn(
+            &["parent", "-mode", "exec", "-profile", profile.name()],
+            profile.mount_shape(),
+        );
+        let mut c = ChildSide::new(profile.exec_flow());
+        if profile.exec_flow() == Flow::Exec {
+            let rec = c.request(&mut peer.sock, SyncMessage::ready()).unwrap();
+            assert_eq!(rec.msg.kind(), Some(MessageType::Run));
+        }
+        assert_eq!(c.m.state(), State::Running, "{}", profile.name());
+        c.m.check_close().unwrap();
+        let (code, out) = peer.finish();
+        assert_eq!(code, Some(0), "{}: {out}", profile.name());
+        assert!(out.contains("parent: eof"), "{out}");
+    }
+    // The mismatch the issue reports: a newer child's Ready to an old parent.
+    let mut peer = GoPeer::spawn(
+        &["parent", "-mode", "exec", "-profile", "ba0b5e269"],
+        MountShape::Seed,
+    );
+    peer.sock.send(&SyncMessage::ready(), None).unwrap();
+    let (code, out) = peer.finish_after_exit();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("unexpected procReady in setns"), "{out}");
+}
+
+/// Issue 12.17 over a real socket: the seed commit's id-mapped request (Go
+/// child, `-profile ba0b5e269`) reaches a procsync parent of that profile
+/// as the id mapping it is, and a parent expecting v1.2 refuses it typed
+/// instead of reading a plain bind.
+#[test]
+fn seed_id_mapped_request_is_read_or_refused_never_dropped() {
+    let _g = serial();
+    if peer_bin().is_none() {
+        return;
+    }
+    let dir = TempDir::new("seed");
+    let args = [
+        "child",
+        "-mode",
+        "init",
+        "-profile",
+        "ba0b5e269",
+        "-mount",
+        &format!("{}:/mnt", &*dir),
+        "-idmap-range",
+        "0:100000:65536",
+    ];
+    // The seed child's id mapping is non-recursive (the Go peer clears the
+    // switch for that layout); read the request and check it.
+    for (shape, ok) in [(MountShape::Seed, true), (MountShape::V1_2, false)] {
+        let mut peer = GoPeer::spawn(&args, shape);
+        let got = peer.sock.recv_deadline(deadline());
+        match (ok, got) {
+            (true, Ok(rec)) => {
+                let m = rec.msg.mount().expect("a mount request").clone();
+                let idm = m.id_mapping.expect("the id mapping is kept");
+                assert_eq!(
+                    idm.uid_mappings,
+                    [procsync::schema::IdMap::new(0, 100000, 65536)]
+                );
+                assert!(!idm.recursive);
+            }
+            (false, Err(TransportError::RuncDecode(e))) => {
+                assert_eq!(e.kind(), RuncErrorKind::UnknownField, "{e}");
+            }
+            (_, other) => panic!("{shape:?}: {other:?}"),
+        }
+        let _ = peer.finish();
+    }
 }

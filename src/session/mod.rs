@@ -27,6 +27,8 @@ mod child;
 mod core;
 mod error;
 mod parent;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};

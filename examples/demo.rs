@@ -171,7 +171,8 @@ impl ParentHandler for Extras {
 // ---------------------------------------------------------------- children
 
 fn child_session() -> Result<Child, SessionError> {
-    Ok(Child::from_env(Flow::Init)?
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    Ok(unsafe { Child::from_env(Flow::Init) }?
         .with_deadline(Duration::from_secs(10))
         .with_observer(|t| common::print_traffic("child", t, 46)))
 }
@@ -198,7 +199,8 @@ fn child_init() -> Res {
     child.hooks()?;
     child.ready()?;
     // An eventfd stands in for the seccomp notify fd; only its number travels.
-    let notify = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
+    let notify =
+        procsync::rustix::event::eventfd(0, procsync::rustix::event::EventfdFlags::CLOEXEC)?;
     child.seccomp(SeccompHandoff::ChildFd(notify.as_raw_fd()))?;
     child.close()?;
     Ok(())
@@ -220,7 +222,7 @@ fn child_compromised() -> Res {
 
 /// The names in the directory `dir` (an `O_PATH` fd), read through the fd.
 fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<String>, Box<dyn std::error::Error>> {
-    use rustix::fs::{openat, Dir, Mode, OFlags};
+    use procsync::rustix::fs::{openat, Dir, Mode, OFlags};
     let fd = openat(
         dir,
         ".",

@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use procsync::rustix;
 use procsync::session::{Child, HandlerError, Parent, ParentHandler, SeccompFd, SeccompHandoff};
 use procsync::state::Flow;
 use procsync::transport::SyncSocket;
@@ -94,7 +95,8 @@ impl ParentHandler for Agent {
 }
 
 fn child() -> Res {
-    let mut child = Child::from_env(Flow::Exec)?
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    let mut child = unsafe { Child::from_env(Flow::Exec) }?
         .with_deadline(Duration::from_secs(10))
         .with_observer(|t| common::print_traffic("child", t, 16));
     child.ready()?;

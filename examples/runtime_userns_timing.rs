@@ -7,7 +7,7 @@ use procsync::runtime::userns;
 use procsync::schema::IdMap;
 
 fn main() {
-    if !rustix::process::geteuid().is_root() {
+    if !procsync::rustix::process::geteuid().is_root() {
         eprintln!("skipped: needs root");
         return;
     }

@@ -2,7 +2,7 @@
 //! record back, and prints each message with its record bytes — a look at the
 //! wire without any sockets.
 
-use bytes::BytesMut;
+use procsync::bytes::BytesMut;
 use procsync::schema::*;
 use procsync::wire::{native, Limits};
 

@@ -44,6 +44,15 @@ echo "the container must not see this" > "$dir/host-only/secret.txt"
 chown -R 100000:100000 "$rootfs"
 chmod 0755 "$dir"
 
+# PROCSYNC_BUNDLE_BINDS=none leaves the two bind mounts out (the baseline
+# of scripts/container-timings.sh: the same start without MountPlease).
+binds='
+    { "destination": "/plain", "type": "bind", "source": "'"$dir"'/shared", "options": ["bind", "ro", "nosuid", "nodev"] },
+    { "destination": "/mapped", "type": "bind", "source": "'"$dir"'/owned", "options": ["bind", "idmap"],
+      "uidMappings": [{ "containerID": 4242, "hostID": 100000, "size": 1 }],
+      "gidMappings": [{ "containerID": 4242, "hostID": 100000, "size": 1 }] },'
+[ "${PROCSYNC_BUNDLE_BINDS:-all}" = none ] && binds=
+
 cat > "$dir/config.json" <<JSON
 {
   "ociVersion": "1.1.0",
@@ -55,12 +64,8 @@ cat > "$dir/config.json" <<JSON
   },
   "root": { "path": "rootfs" },
   "hostname": "procsync-demo",
-  "mounts": [
-    { "destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"] },
-    { "destination": "/plain", "type": "bind", "source": "$dir/shared", "options": ["bind", "ro", "nosuid", "nodev"] },
-    { "destination": "/mapped", "type": "bind", "source": "$dir/owned", "options": ["bind", "idmap"],
-      "uidMappings": [{ "containerID": 4242, "hostID": 100000, "size": 1 }],
-      "gidMappings": [{ "containerID": 4242, "hostID": 100000, "size": 1 }] }
+  "mounts": [$binds
+    { "destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"] }
   ],
   "linux": {
     "namespaces": [{ "type": "user" }, { "type": "mount" }, { "type": "pid" }, { "type": "uts" }, { "type": "ipc" }],

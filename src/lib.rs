@@ -17,9 +17,46 @@
 //!   O_PATH binds), the fast user-namespace fd helper and the child's attach.
 //!
 //! `docs/PROTOCOL.md` is the normative specification of the wire.
+//!
+//! # Features
+//!
+//! * `runc-compat` — runc's JSON sync wire (`wire::runc`,
+//!   `transport::Wire::Runc`), for talking to a real runc.
+//! * `oci` — `oci::MountPlan`: the mount requests and the mount policy of
+//!   a container, built from its OCI bundle's `config.json` (the `oci-spec`
+//!   crate, re-exported as `oci::oci_spec`).
+//!
+//! # Third-party types
+//!
+//! The crates whose types appear in procsync's public API are re-exported,
+//! so a user needs no matching dependency of their own: [`bytes`] (the
+//! codec's `BytesMut` buffers), [`prost`] (the [`schema`] types implement
+//! `prost::Message`) and [`rustix`] (`HandlerError: From<rustix::io::Errno>`,
+//! and the syscall wrappers the examples use).
+//!
+//! Linux only: building for any other target stops with a `compile_error!`.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "procsync supports Linux only: it speaks over AF_UNIX SOCK_SEQPACKET sockets \
+     with SCM_RIGHTS and uses Linux-only system calls (pidfd_open, open_tree, \
+     mount_setattr, ...). Build it for a *-linux-* target."
+);
+
+/// The `bytes` crate, whose `BytesMut` the codec encodes into
+/// ([`wire::native::encode`]).
+pub use bytes;
+/// The `prost` crate: the [`schema`] types implement `prost::Message`.
+pub use prost;
+/// The `rustix` crate: `session::HandlerError` converts from
+/// `rustix::io::Errno`, so a handler can use `?` on rustix calls.
+pub use rustix;
+
+#[cfg(feature = "oci")]
+pub mod oci;
 mod origin;
 pub mod policy;
 pub mod runtime;

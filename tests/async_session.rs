@@ -605,8 +605,9 @@ fn child_requests_dropped_at_every_await_point_are_intact_or_over() {
 }
 
 #[test]
-fn the_async_socket_refuses_the_runc_wire_and_keeps_limits() {
+fn the_async_socket_keeps_limits_and_speaks_the_runc_wire() {
     let _g = serial();
+    let before = fd_count();
     let rt = runtime();
     rt.block_on(async {
         let (a, b) = SyncSocket::pair().unwrap();
@@ -617,15 +618,28 @@ fn the_async_socket_refuses_the_runc_wire_and_keeps_limits() {
             .await
             .unwrap_err();
         assert_eq!(e.origin(), Origin::Local);
-        drop(b);
+        assert!(a.as_fd().as_raw_fd() >= 0);
+        drop((a, b));
         #[cfg(feature = "runc-compat")]
         {
-            let (c, _d) = SyncSocket::pair().unwrap();
-            let c = c.with_wire(procsync::transport::Wire::Runc(
-                procsync::wire::runc::MountShape::V1_2,
-            ));
-            assert!(AsyncSocket::new(c).is_err());
+            use procsync::transport::Wire;
+            use procsync::wire::runc::MountShape;
+            let wire = Wire::Runc(MountShape::V1_2);
+            let (c, d) = SyncSocket::pair().unwrap();
+            let mut c = AsyncSocket::new(c.with_wire(wire)).unwrap();
+            let mut d = AsyncSocket::new(d.with_wire(wire)).unwrap();
+            d.send(&SyncMessage::mount_please(Mount::bind("/tmp", "/x")), None)
+                .await
+                .unwrap();
+            assert_eq!(c.recv().await.unwrap().msg.mount().unwrap().source, "/tmp");
+            let file = std::fs::File::open("/tmp").unwrap();
+            let reply = SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/tmp");
+            c.send(&reply, Some(file.as_fd())).await.unwrap();
+            let got = d.recv().await.unwrap();
+            assert_eq!(got.msg.mount_fd_info().unwrap().source, "/tmp");
+            assert!(got.fd.is_some());
         }
-        let _ = a.as_fd().as_raw_fd();
     });
+    drop(rt);
+    assert_eq!(fd_count(), before);
 }

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     if std::env::var_os(ROLE).is_some_and(|r| r == "runtime") {
         return container::runtime_main(&args);
     }
-    if !rustix::process::geteuid().is_root() {
+    if !procsync::rustix::process::geteuid().is_root() {
         eprintln!(
             "container: skipped: needs root (user, mount and PID namespaces, id maps, mounts)"
         );
@@ -174,6 +174,14 @@ impl Run {
 /// Runs the runtime (this binary, role `runtime`) on `bundle` with `flags`.
 fn start(bundle: &Bundle, flags: &[&str]) -> Run {
     let exe = std::env::current_exe().expect("current_exe");
+    // A stray inheritable fd, as a careless caller of a runtime leaves: the
+    // runtime inherits it, the container's process must not.
+    let stray = procsync::rustix::fs::open(
+        "/dev/null",
+        procsync::rustix::fs::OFlags::RDONLY,
+        procsync::rustix::fs::Mode::empty(),
+    )
+    .expect("open /dev/null");
     let mut child = Command::new(exe)
         .env(ROLE, "runtime")
         .args(flags)
@@ -183,6 +191,7 @@ fn start(bundle: &Bundle, flags: &[&str]) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the runtime");
+    drop(stray);
     // Read both pipes on threads so a chatty run cannot block on a full pipe.
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
@@ -225,7 +234,7 @@ fn start(bundle: &Bundle, flags: &[&str]) -> Run {
 fn starts_a_container() {
     let bundle = Bundle::new("start", 0);
     // Host-side facts the container's view is compared with.
-    let owned = rustix::fs::stat(bundle.dir.join("owned")).expect("stat owned");
+    let owned = procsync::rustix::fs::stat(bundle.dir.join("owned")).expect("stat owned");
     assert_eq!((owned.st_uid, owned.st_gid), (4242, 4242));
     let run = start(&bundle, &[]);
     let show = run.show();
@@ -254,6 +263,8 @@ fn starts_a_container() {
         )),
         "{show}"
     );
+    // Nothing of the runtime's leaks into the container: stdio only.
+    assert!(run.has("probe: fds 0 1 2\n"), "{show}");
     // The parent opened exactly the configured sources, each once.
     assert_eq!(run.served(), bundle.bind_sources(), "{show}");
     assert_eq!(run.lines("parent:   served ").len(), 2, "{show}");
@@ -323,6 +334,8 @@ fn seccomp_and_timings() {
     assert!(run.has("parent  → send  SeccompDone"), "{show}");
     // The parent closed the listener: the filtered call fails with ENOSYS.
     assert!(run.has("probe: mknodat ENOSYS\n"), "{show}");
+    // The listener fd was closed before the exec.
+    assert!(run.has("probe: fds 0 1 2\n"), "{show}");
     assert_eq!(run.lines("timing: spawn→execve ").len(), 1, "{show}");
     assert_eq!(run.lines("timing: parent handler time").len(), 1, "{show}");
 }

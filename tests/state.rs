@@ -10,7 +10,7 @@ use procsync::state::{
 };
 use proptest::prelude::*;
 
-#[path = "../fuzz/src/checks.rs"]
+#[path = "support/checks.rs"]
 mod checks;
 use checks::grammar::{grammar, machine_accepts, reference_accepts, token, valid_prefix, Ev};
 

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use procsync::policy::ConfiguredMounts;
+use procsync::rustix::mount::MountAttrFlags;
 use procsync::schema::{ms, IdMap, IdMapping, Mount};
 use serde_json::Value;
 
@@ -39,7 +40,7 @@ pub struct FsMount {
     /// Where it goes, inside the rootfs.
     pub destination: String,
     /// `MOUNT_ATTR_*` bits from `ro`, `nosuid`, `nodev`, `noexec`.
-    pub attrs: u64,
+    pub attrs: MountAttrFlags,
     /// The other options, each given to `fsconfig` (`key=value` or a flag).
     pub data: Vec<String>,
 }
@@ -249,14 +250,14 @@ fn mount_step(dir: &Path, index: usize, m: &Value) -> Result<Step, String> {
     let options = strings(m.get("options")).unwrap_or_default();
     let is_bind = fstype == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
     if !is_bind {
-        let mut attrs = 0;
+        let mut attrs = MountAttrFlags::empty();
         let mut data = Vec::new();
         for o in options {
             match o.as_str() {
-                "ro" => attrs |= libc::MOUNT_ATTR_RDONLY,
-                "nosuid" => attrs |= libc::MOUNT_ATTR_NOSUID,
-                "nodev" => attrs |= libc::MOUNT_ATTR_NODEV,
-                "noexec" => attrs |= libc::MOUNT_ATTR_NOEXEC,
+                "ro" => attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY,
+                "nosuid" => attrs |= MountAttrFlags::MOUNT_ATTR_NOSUID,
+                "nodev" => attrs |= MountAttrFlags::MOUNT_ATTR_NODEV,
+                "noexec" => attrs |= MountAttrFlags::MOUNT_ATTR_NOEXEC,
                 "rw" | "suid" | "dev" | "exec" => {}
                 _ => data.push(o),
             }

@@ -7,10 +7,11 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
+use procsync::rustix::fs::{FileType, Mode, OFlags};
+use procsync::rustix::mount::MountAttrFlags;
 use procsync::schema::Mount;
 use procsync::session::{Child, SeccompHandoff, SessionError};
 use procsync::state::Flow;
-use rustix::fs::{Mode, OFlags};
 
 use super::bundle::{Bundle, Step};
 use super::rootfs;
@@ -27,7 +28,9 @@ pub fn run(opts: &Options, t0: u64) -> Res<()> {
         "init running (clone3, id maps, execveat of the init)",
         Kind::Work,
     );
-    let mut child = Child::from_env(Flow::Init)?
+    // SAFETY: the container's init, single-threaded at this point: the sync
+    // fd was handed to it, and no other thread uses the environment.
+    let mut child = unsafe { Child::from_env(Flow::Init) }?
         .with_deadline(Duration::from_secs(10))
         .with_observer(|t| super::common::print_traffic("init", t, 52));
     match setup(&mut child, opts, &mut tl) {
@@ -70,7 +73,8 @@ fn setup(child: &mut Child, opts: &Options, tl: &mut Timeline) -> Res<std::proce
                     &format!("MountPlease {} → MountFd", p.destination),
                     Kind::Sync,
                 );
-                let dir = rustix::fs::fstat(&src.fd)?.st_mode & libc::S_IFMT == libc::S_IFDIR;
+                let mode = procsync::rustix::fs::fstat(&src.fd)?.st_mode;
+                let dir = FileType::from_raw_mode(mode) == FileType::Directory;
                 let dest = Path::new(&p.destination);
                 drop(rootfs::make_in_root(root.as_fd(), dest, dir)?);
                 let kind = src.kind.name();
@@ -120,6 +124,7 @@ fn setup(child: &mut Child, opts: &Options, tl: &mut Timeline) -> Res<std::proce
     }
     let p = &bundle.process;
     sys::set_ids(p.uid, p.gid, &p.additional_gids)?;
+    sys::cloexec_from_3().map_err(|e| format!("close_range(CLOSE_RANGE_CLOEXEC): {e}"))?;
     let mut cmd = std::process::Command::new(&p.args[0]);
     cmd.args(&p.args[1..]).env_clear().current_dir(&p.cwd);
     for kv in &p.env {
@@ -143,12 +148,12 @@ fn setup(child: &mut Child, opts: &Options, tl: &mut Timeline) -> Res<std::proce
 /// Makes the rootfs a mount point (a bind onto itself) in a mount tree no
 /// longer shared with the host (`/` recursively slave), and opens it.
 fn rootfs_mount(bundle: &Bundle) -> Res<OwnedFd> {
-    use rustix::mount::MountPropagationFlags as P;
-    rustix::mount::mount_change("/", P::DOWNSTREAM | P::REC)
+    use procsync::rustix::mount::MountPropagationFlags as P;
+    procsync::rustix::mount::mount_change("/", P::DOWNSTREAM | P::REC)
         .map_err(|e| format!("make / rslave: {e}"))?;
-    rustix::mount::mount_bind_recursive(&bundle.rootfs, &bundle.rootfs)
+    procsync::rustix::mount::mount_bind_recursive(&bundle.rootfs, &bundle.rootfs)
         .map_err(|e| format!("bind {} onto itself: {e}", bundle.rootfs.display()))?;
-    let fd = rustix::fs::open(
+    let fd = procsync::rustix::fs::open(
         &bundle.rootfs,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
@@ -161,23 +166,23 @@ fn rootfs_mount(bundle: &Bundle) -> Res<OwnedFd> {
 /// attached mount (the attach itself only binds).
 fn apply_bind_flags(root: std::os::fd::BorrowedFd<'_>, m: &Mount) -> Res<()> {
     use procsync::schema::ms;
-    let mut attrs = 0;
+    let mut attrs = MountAttrFlags::empty();
     for (flag, attr) in [
-        (ms::RDONLY, libc::MOUNT_ATTR_RDONLY),
-        (ms::NOSUID, libc::MOUNT_ATTR_NOSUID),
-        (ms::NODEV, libc::MOUNT_ATTR_NODEV),
-        (ms::NOEXEC, libc::MOUNT_ATTR_NOEXEC),
+        (ms::RDONLY, MountAttrFlags::MOUNT_ATTR_RDONLY),
+        (ms::NOSUID, MountAttrFlags::MOUNT_ATTR_NOSUID),
+        (ms::NODEV, MountAttrFlags::MOUNT_ATTR_NODEV),
+        (ms::NOEXEC, MountAttrFlags::MOUNT_ATTR_NOEXEC),
     ] {
         if m.flags & flag != 0 {
             attrs |= attr;
         }
     }
     let recursive = m.flags & ms::REC != 0;
-    if attrs == 0 && m.propagation_flags.is_empty() {
+    if attrs.is_empty() && m.propagation_flags.is_empty() {
         return Ok(());
     }
     let fd = rootfs::open_in_root(root, Path::new(&m.destination))?;
-    sys::mount_setattr(fd.as_fd(), attrs, 0, recursive)
+    sys::mount_setattr(fd.as_fd(), attrs.bits().into(), 0, recursive)
         .map_err(|e| format!("mount_setattr on {}: {e}", m.destination))?;
     for &p in &m.propagation_flags {
         sys::mount_setattr(fd.as_fd(), 0, p & !ms::REC, p & ms::REC != 0)

@@ -9,9 +9,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path};
 
 use procsync::runtime::MountSource;
+use procsync::rustix::fs::{Mode, OFlags, ResolveFlags};
+use procsync::rustix::mount::{MoveMountFlags, UnmountFlags};
 use procsync::schema::MountSourceKind;
-use rustix::fs::{Mode, OFlags, ResolveFlags};
-use rustix::mount::{MoveMountFlags, UnmountFlags};
 
 use super::bundle::FsMount;
 
@@ -24,7 +24,9 @@ fn resolve() -> ResolveFlags {
 fn err(what: &str, path: &Path, e: impl Into<io::Error>) -> io::Error {
     let e: io::Error = e.into();
     let hint = match e.raw_os_error() {
-        Some(libc::ELOOP) => " (a symlink on the way: not followed)",
+        Some(e) if e == procsync::rustix::io::Errno::LOOP.raw_os_error() => {
+            " (a symlink on the way: not followed)"
+        }
         _ => "",
     };
     io::Error::new(e.kind(), format!("{what} {}: {e}{hint}", path.display()))
@@ -32,7 +34,7 @@ fn err(what: &str, path: &Path, e: impl Into<io::Error>) -> io::Error {
 
 /// Opens `path` (inside the rootfs) as an `O_PATH` fd.
 pub fn open_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
-    rustix::fs::openat2(
+    procsync::rustix::fs::openat2(
         root,
         path,
         OFlags::PATH | OFlags::CLOEXEC,
@@ -57,11 +59,11 @@ pub fn make_in_root(root: BorrowedFd<'_>, path: &Path, dir: bool) -> io::Result<
         })
         .collect::<Result<_, _>>()
         .map_err(|()| err("mount destination", path, io::ErrorKind::InvalidInput))?;
-    let mut cur = rustix::io::fcntl_dupfd_cloexec(root, 0)?;
+    let mut cur = procsync::rustix::io::fcntl_dupfd_cloexec(root, 0)?;
     for (i, name) in names.iter().enumerate() {
         let last = i + 1 == names.len();
         let made = if last && !dir {
-            rustix::fs::openat(
+            procsync::rustix::fs::openat(
                 &cur,
                 *name,
                 OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -69,10 +71,10 @@ pub fn make_in_root(root: BorrowedFd<'_>, path: &Path, dir: bool) -> io::Result<
             )
             .map(drop)
         } else {
-            rustix::fs::mkdirat(&cur, *name, Mode::from_raw_mode(0o755))
+            procsync::rustix::fs::mkdirat(&cur, *name, Mode::from_raw_mode(0o755))
         };
         match made {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Ok(()) | Err(procsync::rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(err("create in rootfs", path, e)),
         }
         // RESOLVE_NO_SYMLINKS refuses a symlink here with ELOOP.
@@ -80,7 +82,7 @@ pub fn make_in_root(root: BorrowedFd<'_>, path: &Path, dir: bool) -> io::Result<
         if !last || dir {
             flags |= OFlags::DIRECTORY;
         }
-        cur = rustix::fs::openat2(&cur, *name, flags, Mode::empty(), resolve())
+        cur = procsync::rustix::fs::openat2(&cur, *name, flags, Mode::empty(), resolve())
             .map_err(|e| err("open in rootfs", path, e))?;
     }
     Ok(cur)
@@ -103,7 +105,7 @@ pub fn attach_in_root(
     let dest = open_in_root(root, destination)?;
     let MountSource { fd, kind } = source;
     let result = match kind {
-        MountSourceKind::OpenTree => rustix::mount::move_mount(
+        MountSourceKind::OpenTree => procsync::rustix::mount::move_mount(
             fd.as_fd(),
             "",
             dest.as_fd(),
@@ -116,9 +118,9 @@ pub fn attach_in_root(
             let from = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
             let to = format!("/proc/thread-self/fd/{}", dest.as_raw_fd());
             let r = if recursive {
-                rustix::mount::mount_bind_recursive(from.as_str(), to.as_str())
+                procsync::rustix::mount::mount_bind_recursive(from.as_str(), to.as_str())
             } else {
-                rustix::mount::mount_bind(from.as_str(), to.as_str())
+                procsync::rustix::mount::mount_bind(from.as_str(), to.as_str())
             };
             r.map_err(|e| err("bind mount onto", destination, e))
         }
@@ -140,32 +142,33 @@ pub fn attach_in_root(
 pub fn mount_fs(root: BorrowedFd<'_>, m: &FsMount) -> io::Result<()> {
     let dest_path = Path::new(&m.destination);
     let dest = make_in_root(root, dest_path, true)?;
-    let ctx =
-        |what: &str, e: rustix::io::Errno| err(&format!("{} ({what}) at", m.fstype), dest_path, e);
-    let fs = rustix::mount::fsopen(
+    let ctx = |what: &str, e: procsync::rustix::io::Errno| {
+        err(&format!("{} ({what}) at", m.fstype), dest_path, e)
+    };
+    let fs = procsync::rustix::mount::fsopen(
         m.fstype.as_str(),
-        rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC,
+        procsync::rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC,
     )
     .map_err(|e| ctx("fsopen", e))?;
     if !m.source.is_empty() {
-        rustix::mount::fsconfig_set_string(&fs, "source", m.source.as_str())
+        procsync::rustix::mount::fsconfig_set_string(&fs, "source", m.source.as_str())
             .map_err(|e| ctx("fsconfig source", e))?;
     }
     for opt in &m.data {
         match opt.split_once('=') {
-            Some((k, v)) => rustix::mount::fsconfig_set_string(&fs, k, v),
-            None => rustix::mount::fsconfig_set_flag(&fs, opt.as_str()),
+            Some((k, v)) => procsync::rustix::mount::fsconfig_set_string(&fs, k, v),
+            None => procsync::rustix::mount::fsconfig_set_flag(&fs, opt.as_str()),
         }
         .map_err(|e| ctx(&format!("fsconfig {opt}"), e))?;
     }
-    rustix::mount::fsconfig_create(&fs).map_err(|e| ctx("fsconfig create", e))?;
-    let mnt = rustix::mount::fsmount(
+    procsync::rustix::mount::fsconfig_create(&fs).map_err(|e| ctx("fsconfig create", e))?;
+    let mnt = procsync::rustix::mount::fsmount(
         &fs,
-        rustix::mount::FsMountFlags::FSMOUNT_CLOEXEC,
-        rustix::mount::MountAttrFlags::from_bits_retain(m.attrs as u32),
+        procsync::rustix::mount::FsMountFlags::FSMOUNT_CLOEXEC,
+        m.attrs,
     )
     .map_err(|e| ctx("fsmount", e))?;
-    rustix::mount::move_mount(
+    procsync::rustix::mount::move_mount(
         &mnt,
         "",
         &dest,
@@ -179,10 +182,11 @@ pub fn mount_fs(root: BorrowedFd<'_>, m: &FsMount) -> io::Result<()> {
 /// ".")`, then detaches the old root stacked under it (runc's trick: no
 /// directory for the old root needed) and `chdir("/")`.
 pub fn pivot(root: BorrowedFd<'_>) -> io::Result<()> {
-    rustix::process::fchdir(root).map_err(|e| err("fchdir", Path::new("rootfs"), e))?;
-    rustix::process::pivot_root(".", ".").map_err(|e| err("pivot_root", Path::new("."), e))?;
-    rustix::mount::unmount(".", UnmountFlags::DETACH)
+    procsync::rustix::process::fchdir(root).map_err(|e| err("fchdir", Path::new("rootfs"), e))?;
+    procsync::rustix::process::pivot_root(".", ".")
+        .map_err(|e| err("pivot_root", Path::new("."), e))?;
+    procsync::rustix::mount::unmount(".", UnmountFlags::DETACH)
         .map_err(|e| err("umount2(MNT_DETACH) of the old root", Path::new("."), e))?;
-    rustix::process::chdir("/").map_err(|e| err("chdir", Path::new("/"), e))?;
+    procsync::rustix::process::chdir("/").map_err(|e| err("chdir", Path::new("/"), e))?;
     Ok(())
 }

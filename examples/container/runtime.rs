@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use procsync::runtime::MountFdService;
+use procsync::rustix::fs::{Mode, OFlags};
 use procsync::schema::{IdMap, MessageType, Mount};
 use procsync::session::{HandlerError, MountSource, Parent, ParentHandler, SeccompFd};
 use procsync::state::{Direction, Flow};
 use procsync::transport::{SyncSocket, ENV_SYNC_FD};
-use rustix::fs::{Mode, OFlags};
 
 use super::bundle::{Bundle, Step};
 use super::common::{fd_target, print_traffic};
@@ -36,13 +36,14 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
     let flags = clone_flags(&bundle)?;
     header(&bundle);
 
-    let exe = rustix::fs::open(
+    let exe = procsync::rustix::fs::open(
         "/proc/self/exe",
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
     let (sock, child_end) = SyncSocket::pair()?;
-    let (go_read, go_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let (go_read, go_write) =
+        procsync::rustix::pipe::pipe_with(procsync::rustix::pipe::PipeFlags::CLOEXEC)?;
     // Every timing is relative to this: just before the clone.
     let t0 = monotonic_ns();
     let plan = exec_plan(opts, t0, child_end.as_raw_fd())?;
@@ -64,12 +65,13 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
     // Until the go byte is written, the init waits; dropping `go_write`
     // without it makes the init exit 126.
     write_id_maps(spawned.pid, &bundle)?;
-    rustix::io::write(&go_write, &[1])?;
-    drop(go_write);
     let t_maps = monotonic_ns();
-
-    let service = mount_service(spawned.pid)?;
+    // The mount-fd service is ready before the init runs a single
+    // instruction of its own.
+    let service = mount_service(spawned.pid, &bundle)?;
     let t_service = monotonic_ns();
+    procsync::rustix::io::write(&go_write, &[1])?;
+    drop(go_write);
 
     let events: Arc<Mutex<Vec<(Direction, MessageType, u64)>>> = Default::default();
     let seen = Arc::clone(&events);
@@ -90,7 +92,17 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
     };
     let outcome = parent.serve(&mut handler);
     drop(parent);
+    let served = std::mem::take(&mut handler.served);
     drop(service);
+    for p in bundle.served() {
+        if !served.contains(&p.request) {
+            out!(
+                "parent:   configured but never requested: {} -> {}",
+                p.request.source,
+                p.destination
+            );
+        }
+    }
 
     let started = match &outcome {
         Ok(report) => {
@@ -181,20 +193,10 @@ fn maps(m: &[IdMap]) -> String {
 fn clone_flags(bundle: &Bundle) -> Res<u64> {
     let mut flags = 0u64;
     for ns in &bundle.namespaces {
-        flags |= match ns.as_str() {
-            "user" => libc::CLONE_NEWUSER,
-            "mount" => libc::CLONE_NEWNS,
-            "pid" => libc::CLONE_NEWPID,
-            "uts" => libc::CLONE_NEWUTS,
-            "ipc" => libc::CLONE_NEWIPC,
-            "network" => libc::CLONE_NEWNET,
-            "cgroup" => libc::CLONE_NEWCGROUP,
-            other => {
-                return Err(format!("namespace {other:?} is not supported by this example").into())
-            }
-        } as u64;
+        flags |= sys::clone_flag(ns)
+            .ok_or_else(|| format!("namespace {ns:?} is not supported by this example"))?;
     }
-    let needed = (libc::CLONE_NEWUSER | libc::CLONE_NEWNS) as u64;
+    let needed = sys::clone_flag("user").unwrap_or(0) | sys::clone_flag("mount").unwrap_or(0);
     if flags & needed != needed {
         return Err("config.json must ask for a user and a mount namespace".into());
     }
@@ -252,8 +254,9 @@ fn write_id_maps(pid: i32, bundle: &Bundle) -> Res<()> {
 }
 
 /// The mount-fd service: resolves sources in the init's mount namespace,
-/// where a plain (`O_PATH`) source must live for the init to bind it.
-fn mount_service(pid: i32) -> Res<MountFdService> {
+/// where a plain (`O_PATH`) source must live for the init to bind it. It
+/// is built while the init still waits for its go byte.
+fn mount_service(pid: i32, _bundle: &Bundle) -> Res<MountFdService> {
     Ok(MountFdService::in_mount_namespace(
         format!("/proc/{pid}/ns/mnt"),
         Default::default(),
@@ -334,7 +337,7 @@ impl std::fmt::Display for Status {
 /// Waits for the init (by then the container's process) to exit. After a
 /// failed start it gets [`GRACE`] to report and exit, then SIGKILL.
 fn wait_exit(pidfd: &OwnedFd, failed: bool) -> Res<Status> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use procsync::rustix::event::{poll, PollFd, PollFlags, Timespec};
     if failed {
         let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
         let limit = Timespec {
@@ -343,12 +346,15 @@ fn wait_exit(pidfd: &OwnedFd, failed: bool) -> Res<Status> {
         };
         if poll(&mut fds, Some(&limit))? == 0 {
             out!("parent:   init still running after {GRACE:?}: SIGKILL");
-            rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL)?;
+            procsync::rustix::process::pidfd_send_signal(
+                pidfd,
+                procsync::rustix::process::Signal::KILL,
+            )?;
         }
     }
-    let st = rustix::process::waitid(
-        rustix::process::WaitId::PidFd(pidfd.as_fd()),
-        rustix::process::WaitIdOptions::EXITED,
+    let st = procsync::rustix::process::waitid(
+        procsync::rustix::process::WaitId::PidFd(pidfd.as_fd()),
+        procsync::rustix::process::WaitIdOptions::EXITED,
     )?
     .ok_or("waitid returned no status")?;
     if let Some(sig) = st.terminating_signal() {

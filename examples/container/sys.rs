@@ -7,6 +7,21 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+/// The `CLONE_NEW*` flag of an OCI namespace type (`linux.namespaces[].type`).
+pub fn clone_flag(oci_type: &str) -> Option<u64> {
+    let flag = match oci_type {
+        "user" => libc::CLONE_NEWUSER,
+        "mount" => libc::CLONE_NEWNS,
+        "pid" => libc::CLONE_NEWPID,
+        "uts" => libc::CLONE_NEWUTS,
+        "ipc" => libc::CLONE_NEWIPC,
+        "network" => libc::CLONE_NEWNET,
+        "cgroup" => libc::CLONE_NEWCGROUP,
+        _ => return None,
+    };
+    Some(flag as u64)
+}
+
 /// The init process `clone3` made.
 #[derive(Debug)]
 pub struct Spawned {
@@ -117,6 +132,27 @@ pub fn spawn_init(
         pid: ret as i32,
         pidfd,
     })
+}
+
+/// Marks every fd from 3 up close-on-exec (`close_range(3, ~0,
+/// CLOSE_RANGE_CLOEXEC)`, Linux 5.11), so nothing this process inherited
+/// or opened reaches the container's process — runc does the same before
+/// its exec (an fd leaking into the container was CVE-2024-21626).
+pub fn cloexec_from_3() -> io::Result<()> {
+    // SAFETY: only sets FD_CLOEXEC; no fd is closed or reused, so every
+    // owned fd in this process stays valid.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the

@@ -9,12 +9,15 @@ import (
 	pb "github.com/procsync/procsync/go/procsyncpb"
 )
 
-// ErrorKind is the stable, language-neutral name of a wire rejection
-// ("missing-fd"). The golden vectors and every implementation of the
-// protocol use the same strings.
+// ErrorKind is the stable, language-neutral name of an error: the same
+// kebab-case strings as the Rust crate's `kind().as_str()` in every layer
+// (PROTOCOL §6 for the wire, §8 for the transport, §11 for sessions).
+// Cross-language tests compare kinds, never message texts. Get one with
+// [KindOf], or from the Kind method of the error types.
 type ErrorKind string
 
-// The kinds, in the order the decoder checks for them.
+// The wire kinds (PROTOCOL §6), in the order the decoder checks for them:
+// a rejected record, on a *DecodeError, *EncodeError or *ValidationError.
 const (
 	KindEmptyRecord       ErrorKind = "empty-record"
 	KindTruncatedLength   ErrorKind = "truncated-length"
@@ -33,11 +36,78 @@ const (
 	KindInvalidValue      ErrorKind = "invalid-value"
 )
 
+// The transport kinds (PROTOCOL §8), on a *[TransportError] (a rejected
+// record is a *DecodeError with a wire kind).
+const (
+	// KindPeerClosed: the peer closed its end (EOF, EPIPE, ECONNRESET). Peer.
+	KindPeerClosed ErrorKind = "peer-closed"
+	// KindPeerDied: the peer process exited (its pidfd fired) and nothing
+	// is left to read. Peer.
+	KindPeerDied ErrorKind = "peer-died"
+	// KindTimeout: no record arrived before the deadline. Peer.
+	KindTimeout ErrorKind = "timeout"
+	// KindSendTimeout: no room in the peer's receive queue before the
+	// deadline; nothing sent (a *[SendTimeoutError]). Peer.
+	KindSendTimeout ErrorKind = "send-timeout"
+	// KindUnexpectedControl: a control message that is neither
+	// SCM_RIGHTS, SCM_PIDFD, SCM_CREDENTIALS nor SCM_SECURITY. OS.
+	KindUnexpectedControl ErrorKind = "unexpected-control"
+	// KindNotSeqpacket: the fd handed over is not an AF_UNIX
+	// SOCK_SEQPACKET socket (it is left open). Local.
+	KindNotSeqpacket ErrorKind = "not-seqpacket"
+	// KindEnvNotSet: PROCSYNC_SYNC_FD is not set. Local.
+	KindEnvNotSet ErrorKind = "env-not-set"
+	// KindEnvInvalid: PROCSYNC_SYNC_FD does not name a usable fd (not
+	// decimal, leading zeros, 0–2, not open). Local.
+	KindEnvInvalid ErrorKind = "env-invalid"
+	// KindWriteShutdown: a send after [SyncSocket.ShutdownWrite]. Local.
+	KindWriteShutdown ErrorKind = "write-shutdown"
+	// KindIO: a system call failed. OS.
+	KindIO ErrorKind = "io"
+	// KindClosed: the local side already closed the socket or session, or
+	// closed it while the call waited (Go only: a Rust socket cannot be
+	// closed under a pending call). Local.
+	KindClosed ErrorKind = "closed"
+	// KindCanceled: the call's context was done while it waited; nothing
+	// was sent or consumed (Go only). Local.
+	KindCanceled ErrorKind = "canceled"
+	// KindBadFile: the *os.File to attach was already closed (Go only).
+	// Local.
+	KindBadFile ErrorKind = "bad-file"
+)
+
+// The session kinds (PROTOCOL §11): the kinds of the session error types.
+const (
+	// KindProtocolViolation: the peer broke the message order (a
+	// *ProtocolError with Origin OriginPeer). Peer.
+	KindProtocolViolation ErrorKind = "protocol-violation"
+	// KindMisuse: the local caller called out of order; nothing was sent
+	// (a *ProtocolError with Origin OriginLocal). Local.
+	KindMisuse ErrorKind = "misuse"
+	// KindRemoteError: the peer sent Error (a *[RemoteError]). Peer.
+	KindRemoteError ErrorKind = "remote-error"
+	// KindTransport: the socket failed while the session waited or sent
+	// (a *[SessionError]; its cause has the transport or wire kind).
+	KindTransport ErrorKind = "transport"
+	// KindMountRefused: the mount policy refused the child's request (a
+	// *[MountRefusedError]). Peer.
+	KindMountRefused ErrorKind = "mount-refused"
+	// KindHandlerFailed: the parent's handler failed (a *[HandlerError]).
+	// Local.
+	KindHandlerFailed ErrorKind = "handler-failed"
+	// KindSourceMismatch: a MountFd for another source than requested (a
+	// *[MismatchError]). Peer.
+	KindSourceMismatch ErrorKind = "source-mismatch"
+	// KindSourceDowngraded: an id-mapped request answered by a source
+	// without the id mapping (PLAIN_OPEN) — a *[MismatchError]. Peer.
+	KindSourceDowngraded ErrorKind = "source-downgraded"
+)
+
 // String returns the stable name.
 func (k ErrorKind) String() string { return string(k) }
 
 // KindOf returns the [ErrorKind] of the first error in err's chain that has
-// one (a *DecodeError, *EncodeError or *ValidationError).
+// one (every error type of this package does).
 func KindOf(err error) (ErrorKind, bool) {
 	var k interface{ Kind() ErrorKind }
 	if errors.As(err, &k) {
@@ -46,16 +116,89 @@ func KindOf(err error) (ErrorKind, bool) {
 	return "", false
 }
 
+// TransportError is a failure of the sync socket itself (PROTOCOL §8):
+// its Kind says which. The sentinels [ErrPeerClosed], [ErrPeerDied] and
+// [ErrClosed] are TransportErrors too, and errors.Is matches every
+// TransportError of the same kind against them. A cancelled context's
+// error is its cause (errors.Is(err, context.Canceled) holds).
+type TransportError struct {
+	kind ErrorKind
+	// Op is what the socket was doing ("recv", "send MountFd").
+	Op string
+	// Err is the cause (an OS error, the context's error, ...), or nil.
+	Err error
+}
+
+// Kind returns the stable kind.
+func (e *TransportError) Kind() ErrorKind { return e.kind }
+
+// Origin is who caused it.
+func (e *TransportError) Origin() Origin {
+	switch e.kind {
+	case KindPeerClosed, KindPeerDied, KindTimeout, KindSendTimeout:
+		return OriginPeer
+	case KindUnexpectedControl, KindIO:
+		return OriginOS
+	}
+	return OriginLocal
+}
+
+// Unwrap returns the cause.
+func (e *TransportError) Unwrap() error { return e.Err }
+
+// Is reports whether target is a TransportError sentinel (no Op, no cause)
+// of the same kind, or os.ErrDeadlineExceeded for a timeout.
+func (e *TransportError) Is(target error) bool {
+	if t, ok := target.(*TransportError); ok {
+		return t.Op == "" && t.Err == nil && t.kind == e.kind
+	}
+	return e.kind == KindTimeout && target == os.ErrDeadlineExceeded
+}
+
+func (e *TransportError) Error() string {
+	var what string
+	switch e.kind {
+	case KindPeerClosed:
+		what = "peer closed the sync socket"
+	case KindPeerDied:
+		what = "peer process died"
+	case KindClosed:
+		what = "sync socket already closed"
+	case KindTimeout:
+		what = "no record from the peer before the deadline"
+	case KindCanceled:
+		what = "canceled"
+	case KindBadFile:
+		what = "the file to attach is not open"
+	case KindWriteShutdown:
+		what = "cannot send: this side already shut down writing"
+	}
+	s := "procsync: "
+	if e.Op != "" {
+		s += e.Op + ": "
+	}
+	switch {
+	case what != "" && e.Err != nil:
+		return s + what + ": " + e.Err.Error()
+	case what != "":
+		return s + what
+	case e.Err != nil:
+		return s + e.Err.Error()
+	}
+	return s + string(e.kind)
+}
+
 // Sentinel errors of the transport and the sessions. Match them with
-// errors.Is.
+// errors.Is; each is a *[TransportError] of its kind.
 var (
 	// ErrPeerClosed: the peer closed its end (EOF, EPIPE or ECONNRESET).
-	ErrPeerClosed = errors.New("procsync: peer closed the sync socket")
+	ErrPeerClosed error = &TransportError{kind: KindPeerClosed}
 	// ErrPeerDied: the peer process exited (its pidfd became readable) and
 	// nothing is left to read.
-	ErrPeerDied = errors.New("procsync: peer process died")
-	// ErrClosed: the local side already closed the socket or session.
-	ErrClosed = errors.New("procsync: sync socket already closed")
+	ErrPeerDied error = &TransportError{kind: KindPeerDied}
+	// ErrClosed: the local side already closed the socket or session (or
+	// closed it while the call waited).
+	ErrClosed error = &TransportError{kind: KindClosed}
 	// ErrSendTimeout: a send found no room in the peer's receive queue
 	// before its deadline (the peer stopped reading); nothing was sent.
 	// Every *SendTimeoutError matches it, and os.ErrDeadlineExceeded.
@@ -87,6 +230,12 @@ func (e *SendTimeoutError) Is(target error) bool {
 
 // Timeout reports true, as net.Error and os.IsTimeout expect.
 func (e *SendTimeoutError) Timeout() bool { return true }
+
+// Kind returns [KindSendTimeout].
+func (e *SendTimeoutError) Kind() ErrorKind { return KindSendTimeout }
+
+// Origin is [OriginPeer]: it stopped reading.
+func (e *SendTimeoutError) Origin() Origin { return OriginPeer }
 
 // ValidationError is a message that breaks a protocol rule. On receive the
 // peer caused it (it arrives wrapped in a *DecodeError); on send the local

@@ -7,7 +7,6 @@ import (
 	"fmt"
 
 	"github.com/procsync/procsync/go/procsync"
-	pb "github.com/procsync/procsync/go/procsyncpb"
 )
 
 func ExampleEncode() {
@@ -37,6 +36,13 @@ func ExampleParent_Serve() {
 		panic(err)
 	}
 	mount := procsync.BindMount("/", "/rootfs")
+	// Pin the configured sources before the child exists: it is then
+	// served what "/" is now, whatever it later does to the path.
+	sources, err := procsync.PinSources(mount)
+	if err != nil {
+		panic(err)
+	}
+	defer sources.Close()
 
 	done := make(chan error, 1)
 	go func() {
@@ -61,10 +67,10 @@ func ExampleParent_Serve() {
 
 	parent := procsync.NewParent(parentEnd, procsync.ParentOptions{
 		Options: procsync.Options{Flow: procsync.FlowInit},
-		Mounts:  []*pb.Mount{mount},
+		Policy:  sources, // only the configured mounts, each once
 	})
 	err = parent.Serve(procsync.HandlerFuncs{
-		MountFunc: procsync.OpenPlain,
+		MountFunc: sources.OpenPlain, // or sources.OpenTree (a detached clone)
 		HooksFunc: func() error { fmt.Println("parent runs the hooks"); return nil },
 	})
 	fmt.Println("parent:", err, "child:", <-done)

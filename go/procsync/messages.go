@@ -42,14 +42,17 @@ const (
 
 // Short aliases of the mount source kinds.
 const (
-	KindOpenTree  = pb.MountSourceKind_MOUNT_SOURCE_KIND_OPEN_TREE
-	KindPlainOpen = pb.MountSourceKind_MOUNT_SOURCE_KIND_PLAIN_OPEN
+	SourceOpenTree  = pb.MountSourceKind_MOUNT_SOURCE_KIND_OPEN_TREE
+	SourcePlainOpen = pb.MountSourceKind_MOUNT_SOURCE_KIND_PLAIN_OPEN
 )
 
-// AllTypes is every valid (non-zero) message type, in wire-value order.
-var AllTypes = []pb.MessageType{
-	TypeError, TypeReady, TypeRun, TypeHooks, TypeHooksDone,
-	TypeMountPlease, TypeMountFd, TypeSeccomp, TypeSeccompDone,
+// AllTypes returns every valid (non-zero) message type, in wire-value
+// order (a new slice each call: the caller may keep or change it).
+func AllTypes() []pb.MessageType {
+	return []pb.MessageType{
+		TypeError, TypeReady, TypeRun, TypeHooks, TypeHooksDone,
+		TypeMountPlease, TypeMountFd, TypeSeccomp, TypeSeccompDone,
+	}
 }
 
 // TypeName is the short name used in errors and transcripts ("MountPlease").
@@ -85,9 +88,9 @@ func SourceKindName(k pb.MountSourceKind) string {
 	switch k {
 	case pb.MountSourceKind_MOUNT_SOURCE_KIND_UNSPECIFIED:
 		return "unspecified"
-	case KindOpenTree:
+	case SourceOpenTree:
 		return "open_tree"
-	case KindPlainOpen:
+	case SourcePlainOpen:
 		return "plain-open"
 	}
 	return fmt.Sprintf("unknown(%d)", int32(k))

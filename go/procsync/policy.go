@@ -37,6 +37,23 @@ const (
 	RefusalDenied
 )
 
+// String returns the kind's stable kebab-case name, the Rust crate's
+// PolicyRefusalKind name: "not-configured", "already-served", "denied".
+func (k RefusalKind) String() string {
+	switch k {
+	case RefusalNotConfigured:
+		return "not-configured"
+	case RefusalAlreadyServed:
+		return "already-served"
+	case RefusalDenied:
+		return "denied"
+	}
+	return fmt.Sprintf("RefusalKind(%d)", int(k))
+}
+
+// Origin is always OriginPeer: a refusal is about the peer's request.
+func (r *PolicyRefusal) Origin() Origin { return OriginPeer }
+
 // PolicyRefusal is why a mount request was refused. Its text is the Rust
 // crate's PolicyRefusal text for the same refusal.
 type PolicyRefusal struct {
@@ -184,6 +201,12 @@ func idMapsEqual(a, b []*pb.IdMap) bool {
 // once; the first matching entry not served yet is marked served, so a
 // mount configured twice may be served twice. Built from no mounts it
 // refuses every request. It is safe for concurrent use.
+//
+// It decides on the request's fields only; what is then opened is the
+// handler's business. Against a hostile child, serve from
+// [PinnedSources] (a policy with the same rules, whose handlers serve the
+// object each source named when it was pinned): a handler that opens the
+// request's path at request time serves whatever the child swapped in.
 type AllowList struct {
 	mu     sync.Mutex
 	mounts []*pb.Mount

@@ -107,18 +107,18 @@ func TestSendDeadlineToAPeerThatNeverReads(t *testing.T) {
 		defer w.Close()
 		const d = 200 * time.Millisecond
 		start := time.Now()
-		err = a.SendFDDeadline(MountFdMessage(KindPlainOpen, "/x"), int(w.Fd()), start.Add(d))
+		err = a.SendFDDeadline(MountFdMessage(SourcePlainOpen, "/x"), int(w.Fd()), start.Add(d))
 		wantSendTimeout(t, err, TypeMountFd, d, time.Since(start))
 		// The *os.File form too.
 		start = time.Now()
-		err = a.SendDeadline(MountFdMessage(KindPlainOpen, "/y"), r, start.Add(d))
+		err = a.SendDeadline(MountFdMessage(SourcePlainOpen, "/y"), r, start.Add(d))
 		wantSendTimeout(t, err, TypeMountFd, d, time.Since(start))
 		// Nothing of either went out: exactly the n fillers are queued,
 		// and no fd arrives.
 		drain(t, b, n, os.ErrDeadlineExceeded)
 		// With room again, the same call sends, even with a deadline
 		// already past.
-		if err := a.SendDeadline(MountFdMessage(KindPlainOpen, "/z"), w, time.Now().Add(-time.Second)); err != nil {
+		if err := a.SendDeadline(MountFdMessage(SourcePlainOpen, "/z"), w, time.Now().Add(-time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		m, got, err := b.Recv(soon())
@@ -249,7 +249,7 @@ func TestParentServingAChildThatNeverReadsItsReplies(t *testing.T) {
 			if err != nil {
 				return nil, 0, err
 			}
-			return os.NewFile(uintptr(fd), "/dev/null"), KindPlainOpen, nil
+			return os.NewFile(uintptr(fd), "/dev/null"), SourcePlainOpen, nil
 		}}
 		p := NewParent(sock, ParentOptions{
 			Options: Options{Flow: FlowInit, Timeout: d, PeerPidfd: cp.pidfd},

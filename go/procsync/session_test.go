@@ -79,7 +79,7 @@ func runChildScenario(scenario string) error {
 			if err != nil {
 				return err
 			}
-			if kind != KindPlainOpen {
+			if kind != SourcePlainOpen {
 				return fmt.Errorf("kind %s", SourceKindName(kind))
 			}
 			if err := sameDir(f, dir+"/"+sub); err != nil {
@@ -250,7 +250,7 @@ func newRecorder() *recorder {
 	r.ReadyFunc = func() error { r.calls = append(r.calls, "ready"); return nil }
 	r.MountFunc = func(m *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 		r.calls = append(r.calls, "mount "+m.GetDestination())
-		return OpenPlain(m)
+		return pinAndOpen(m)
 	}
 	r.SeccompFunc = func(req SeccompRequest) error {
 		if req.File != nil {
@@ -455,7 +455,7 @@ func TestChildRejectsMismatchedMountFd(t *testing.T) {
 			defer close(done)
 			_, _, _ = b.Recv(soon())
 			f, _ := os.Open("/")
-			_ = b.Send(MountFdMessage(KindPlainOpen, "/other"), f)
+			_ = b.Send(MountFdMessage(SourcePlainOpen, "/other"), f)
 			f.Close()
 		}()
 		c := NewChild(a, Options{Flow: FlowInit, Timeout: 5 * time.Second})
@@ -540,7 +540,7 @@ func TestChildMayExplainAViolationWithOneError(t *testing.T) {
 		go func() {
 			_, _, _ = b.Recv(soon())
 			f, _ := os.Open("/")
-			_ = b.Send(MountFdMessage(KindPlainOpen, "/srv"), f) // answers Hooks with MountFd
+			_ = b.Send(MountFdMessage(SourcePlainOpen, "/srv"), f) // answers Hooks with MountFd
 			f.Close()
 			m, _, _ := b.Recv(soon())
 			done <- m

@@ -3,7 +3,6 @@
 package procsync
 
 import (
-	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
@@ -13,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -133,7 +133,7 @@ func TestSocketFdTransfer(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer dir.Close()
-		if err := a.Send(MountFdMessage(KindPlainOpen, "/srv/a"), dir); err != nil {
+		if err := a.Send(MountFdMessage(SourcePlainOpen, "/srv/a"), dir); err != nil {
 			t.Fatal(err)
 		}
 		msg, f, err := b.Recv(soon())
@@ -511,31 +511,31 @@ func TestSocketNonBlockingFd(t *testing.T) {
 
 func TestParseControl(t *testing.T) {
 	unknown := unix.UnixRights(9)
-	binary.NativeEndian.PutUint32(unknown[cmsgLenSize:], 99) // cmsg_level
+	(*unix.Cmsghdr)(unsafe.Pointer(&unknown[0])).Level = 99
 	var oob []byte
 	oob = append(oob, unix.UnixRights(5, 6)...)
 	oob = append(oob, unix.UnixCredentials(&unix.Ucred{Pid: 1})...)
 	oob = append(oob, unknown...)
 	oob = append(oob, unix.UnixRights(7)...)
-	fds, unexpected := parseControl(oob)
+	fds, unexpected := parseControl(oob, nil)
 	if !slices.Equal(fds, []int{5, 6, 7}) || unexpected == nil || unexpected.Level != 99 {
 		t.Fatalf("fds %v, unexpected %+v", fds, unexpected)
 	}
 	// A header claiming less than a header stops the walk; what came
 	// before is still found.
 	bad := append(unix.UnixRights(3), make([]byte, unix.CmsgLen(0))...)
-	fds, unexpected = parseControl(bad)
+	fds, unexpected = parseControl(bad, nil)
 	if !slices.Equal(fds, []int{3}) || unexpected == nil {
 		t.Fatalf("fds %v, unexpected %+v", fds, unexpected)
 	}
 	// A header claiming more than the buffer holds yields the fds that fit.
 	long := unix.UnixRights(4, 8)
 	long = long[:unix.CmsgLen(4)]
-	fds, _ = parseControl(long)
+	fds, _ = parseControl(long, nil)
 	if !slices.Equal(fds, []int{4}) {
 		t.Fatalf("fds %v", fds)
 	}
-	if fds, unexpected := parseControl(nil); fds != nil || unexpected != nil {
+	if fds, unexpected := parseControl(nil, nil); fds != nil || unexpected != nil {
 		t.Fatal("empty control data")
 	}
 }

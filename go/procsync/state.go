@@ -194,6 +194,8 @@ const (
 	// OriginPeer: the peer (a protocol violation), or the peer sent the
 	// Error / closed first.
 	OriginPeer
+	// OriginOS: the operating system (a failed system call).
+	OriginOS
 )
 
 func (o Origin) String() string {
@@ -202,6 +204,8 @@ func (o Origin) String() string {
 		return "local"
 	case OriginPeer:
 		return "peer"
+	case OriginOS:
+		return "os"
 	}
 	return "none"
 }

@@ -113,7 +113,7 @@ func validateWithFlags(msg *pb.SyncMessage, flags uint32, nfds int) *ValidationE
 		}
 	case *pb.SyncMessage_MountFd:
 		switch k := p.MountFd.GetKind(); k {
-		case KindOpenTree, KindPlainOpen:
+		case SourceOpenTree, SourcePlainOpen:
 		case pb.MountSourceKind_MOUNT_SOURCE_KIND_UNSPECIFIED:
 			return invalid("mount_fd.kind", "unspecified")
 		default:

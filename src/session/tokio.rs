@@ -39,13 +39,11 @@ use crate::policy::{ConfiguredMounts, MountPolicy};
 use crate::schema::{Mount, SyncMessage};
 use crate::state::{Flow, Machine, Role, State};
 use crate::transport::tokio::AsyncSocket;
-use crate::transport::{Received, SyncSocket, Wire};
+use crate::transport::{Received, SyncSocket};
 
-use super::child::peer_hung_up;
 use super::core::{
     mount_reply, Action, HandlerCall, HandlerOutcome, LinkCore, ParentCore, Request,
 };
-use super::parent::pidfd_open;
 use super::{
     HandlerError, MountSource, ParentHandler, SeccompFd, SeccompHandoff, ServeReport, SessionError,
     Step, Traffic, DEFAULT_DEADLINE,
@@ -261,7 +259,7 @@ fn async_socket(sock: SyncSocket) -> Result<AsyncSocket, SessionError> {
 /// use procsync::state::Flow;
 /// use procsync::transport::SyncSocket;
 ///
-/// let mut child = AsyncChild::new(SyncSocket::from_env()?, Flow::Init)?;
+/// let mut child = AsyncChild::new(SyncSocket::from_env_dup()?, Flow::Init)?;
 /// let source = child.mount_source(&Mount::bind("/srv/data", "/data")).await?;
 /// # drop(source);
 /// child.hooks().await?;
@@ -294,12 +292,12 @@ impl Drop for Owed<'_> {
 
 impl AsyncChild {
     /// A child session for `flow` over `sock` (registered with the current
-    /// runtime's reactor; native wire), waiting without a deadline.
+    /// runtime's reactor), waiting without a deadline.
     pub fn new(sock: SyncSocket, flow: Flow) -> Result<Self, SessionError> {
         let core = LinkCore::new(
             Machine::new(Role::Child, flow),
             None,
-            Wire::Native,
+            sock.wire(),
             *sock.limits(),
         );
         Ok(AsyncChild {
@@ -403,7 +401,7 @@ impl AsyncChild {
     pub async fn fail(&mut self, message: impl Into<String>) -> Result<(), SessionError> {
         self.core.check_fail()?;
         self.core
-            .on_hung_up_check(peer_hung_up(self.sock.get_ref()))?;
+            .on_hung_up_check(self.sock.get_ref().peer_hung_up())?;
         let msg = self.core.error_message(&message.into());
         self.send(&msg, None).await
     }
@@ -453,7 +451,7 @@ impl Drop for Serving<'_> {
 
 impl AsyncParent {
     /// A parent session for `flow` over `sock` (registered with the current
-    /// runtime's reactor; native wire) serving exactly `configured_mounts`,
+    /// runtime's reactor) serving exactly `configured_mounts`,
     /// each once, waiting at most [`DEFAULT_DEADLINE`] for each message.
     pub fn new(
         sock: SyncSocket,
@@ -463,7 +461,7 @@ impl AsyncParent {
         let link = LinkCore::new(
             Machine::new(Role::Parent, flow),
             Some(DEFAULT_DEADLINE),
-            Wire::Native,
+            sock.wire(),
             *sock.limits(),
         );
         Ok(AsyncParent {
@@ -515,7 +513,7 @@ impl AsyncParent {
 
     /// Opens `child`'s pidfd and registers it.
     pub fn with_child_process(self, child: &std::process::Child) -> Result<Self, SessionError> {
-        let pidfd = pidfd_open(child).map_err(|source| SessionError::Os {
+        let pidfd = crate::transport::pidfd::open(child).map_err(|source| SessionError::Os {
             step: Step::Pidfd,
             source,
         })?;

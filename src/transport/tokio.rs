@@ -16,8 +16,9 @@
 //! or [`recv`](AsyncSocket::recv) future at any await point therefore sends
 //! or consumes nothing: no half-message, no leaked fd (a received fd is
 //! owned by the [`Received`] the moment it exists), and the conversation is
-//! intact. The runc wire (two records per fd-carrying message) is not
-//! offered here for that reason: [`AsyncSocket::new`] refuses it.
+//! intact. On the runc wire (two records per fd-carrying message) the
+//! socket keeps a half-sent or half-received message and finishes it with
+//! the next call (see [`SyncSocket::try_send`] and [`SyncSocket::try_recv`]).
 
 use std::future::poll_fn;
 use std::io;
@@ -31,7 +32,7 @@ use ::tokio::io::Interest;
 use crate::schema::SyncMessage;
 use crate::wire::Limits;
 
-use super::{Received, SyncSocket, TransportError, Wire};
+use super::{Received, SyncSocket, TransportError};
 
 /// One end of the sync socket, driven by tokio. See the
 /// [module documentation](self) for cancellation safety.
@@ -68,20 +69,9 @@ impl AsyncSocket {
     ///
     /// # Errors
     ///
-    /// [`TransportError::Io`] when the reactor refuses the fd, or (kind
-    /// `Unsupported`) for a socket on the runc wire: the async socket speaks
-    /// the native wire only, since runc's two-record messages could be cut
-    /// in half by a cancelled future. The socket keeps its limits.
+    /// [`TransportError::Io`] when the reactor refuses the fd. The socket
+    /// keeps its wire and limits.
     pub fn new(sock: SyncSocket) -> Result<Self, TransportError> {
-        if sock.wire() != Wire::Native {
-            return Err(TransportError::Io {
-                op: "AsyncSocket::new",
-                source: io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "the async socket speaks the native wire only",
-                ),
-            });
-        }
         // SAFETY: a SyncSocket owns its fd (an OwnedFd it closes only when
         // dropped) and always returns that same fd from as_raw_fd, so the fd
         // stays open and the same for as long as the AsyncFd owns it.
@@ -116,6 +106,11 @@ impl AsyncSocket {
         self.io.into_inner()
     }
 
+    /// The wire format in use.
+    pub fn wire(&self) -> super::Wire {
+        self.io.get_ref().wire()
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         self.io.get_ref().limits()
@@ -129,53 +124,62 @@ impl AsyncSocket {
         &mut self,
         interest: Interest,
         optimistic: bool,
-        mut attempt: impl FnMut(&SyncSocket) -> Result<Option<R>, TransportError>,
+        mut attempt: impl FnMut(&mut SyncSocket) -> Result<Option<R>, TransportError>,
     ) -> Result<R, TransportError> {
         if optimistic {
-            if let Some(r) = attempt(self.io.get_ref())? {
+            if let Some(r) = attempt(self.io.get_mut())? {
                 return Ok(r);
             }
         }
-        let (io, pidfd) = (&self.io, &self.pidfd);
-        loop {
-            let mut guard = poll_fn(|cx| {
-                // Socket first: records the peer sent before it died are
-                // still delivered (and its close surfaces from recvmsg).
-                let r = if interest.is_readable() {
-                    io.poll_read_ready(cx)
-                } else {
-                    io.poll_write_ready(cx)
-                };
-                if let Poll::Ready(r) = r {
-                    return Poll::Ready(r.map_err(io_err("epoll_wait")));
-                }
-                if let Some(p) = pidfd {
-                    if let Poll::Ready(r) = p.poll_read_ready(cx) {
-                        r.map_err(io_err("epoll_wait"))?.retain_ready();
-                        return Poll::Ready(Err(TransportError::PeerDied));
+        let (io, pidfd) = (&mut self.io, &self.pidfd);
+        poll_fn(|cx| loop {
+            let ready = if interest.is_readable() {
+                io.poll_read_ready_mut(cx)
+            } else {
+                io.poll_write_ready_mut(cx)
+            };
+            match ready {
+                Poll::Ready(Ok(mut guard)) => {
+                    // `try_io` clears exactly the readiness this guard saw
+                    // when the attempt finds nothing to do (no lost wake-up).
+                    let r = guard.try_io(|fd| match attempt(fd.get_mut()) {
+                        Ok(Some(r)) => Ok(Ok(r)),
+                        Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
+                        Err(e) => Ok(Err(e)),
+                    });
+                    match r {
+                        Ok(Ok(r)) => return Poll::Ready(r),
+                        Ok(Err(e)) => return Poll::Ready(Err(io_err("try_io")(e))),
+                        Err(_would_block) => continue,
                     }
                 }
-                Poll::Pending
-            })
-            .await?;
-            // `try_io` clears exactly the readiness this guard saw when the
-            // attempt finds nothing to do (no lost wake-up).
-            let r = guard.try_io(|fd| match attempt(fd.get_ref()) {
-                Ok(Some(r)) => Ok(Ok(r)),
-                Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
-                Err(e) => Ok(Err(e)),
-            });
-            if let Ok(Ok(r)) = r {
-                return r;
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(io_err("epoll_wait")(e))),
+                Poll::Pending => {
+                    // Socket first: records the peer sent before it died
+                    // are still delivered (and its close surfaces from
+                    // recvmsg); only a quiet socket reports the death.
+                    if let Some(p) = pidfd {
+                        if let Poll::Ready(r) = p.poll_read_ready(cx) {
+                            r.map_err(io_err("epoll_wait"))?.retain_ready();
+                            return Poll::Ready(Err(TransportError::PeerDied));
+                        }
+                    }
+                    return Poll::Pending;
+                }
             }
-        }
+        })
+        .await
     }
 
-    /// Sends `msg` as one record with `fd` (if any), waiting (without a
-    /// thread) while the peer's receive queue is full. Same codec, checks and
-    /// errors as [`SyncSocket::send`].
+    /// Sends `msg` with `fd` (if any), waiting (without a thread) while the
+    /// peer's receive queue is full. Same codec, checks and errors as
+    /// [`SyncSocket::send`].
     ///
-    /// Cancel safe: dropped at its await point it has sent nothing.
+    /// Cancel safe: dropped before the message left it has sent nothing. On
+    /// the runc wire a message with an fd is two records; once the first is
+    /// out the message counts as sent, and if the future is dropped while
+    /// the second waits for room, the socket keeps it and sends it before
+    /// anything else ([`SyncSocket::try_send`]).
     pub async fn send(
         &mut self,
         msg: &SyncMessage,
@@ -183,9 +187,16 @@ impl AsyncSocket {
     ) -> Result<(), TransportError> {
         // A socket with room (the usual case) sends at once.
         self.attempt(Interest::WRITABLE, true, |s| {
-            try_send(s, msg, fd).map(|sent| sent.then_some(()))
+            would_block_is_none(s.try_send(msg, fd))
         })
-        .await
+        .await?;
+        while self.io.get_ref().has_pending_send() {
+            self.attempt(Interest::WRITABLE, true, |s| {
+                would_block_is_none(s.try_flush())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// [`send`](Self::send), waiting at most until `deadline`
@@ -215,7 +226,8 @@ impl AsyncSocket {
     ///
     /// Cancel safe: dropped at its await point it has consumed nothing.
     pub async fn recv(&mut self) -> Result<Received, TransportError> {
-        self.attempt(Interest::READABLE, false, try_recv).await
+        self.attempt(Interest::READABLE, false, SyncSocket::try_recv)
+            .await
     }
 
     /// [`recv`](Self::recv), waiting at most until `deadline`
@@ -239,8 +251,8 @@ impl AsyncSocket {
 
     /// Closes the sending direction (`shutdown(SHUT_WR)`), as
     /// [`SyncSocket::shutdown_write`]. Never waits.
-    pub fn shutdown_write(&self) -> Result<(), TransportError> {
-        self.io.get_ref().shutdown_write()
+    pub fn shutdown_write(&mut self) -> Result<(), TransportError> {
+        self.io.get_mut().shutdown_write()
     }
 }
 
@@ -250,29 +262,11 @@ impl AsFd for AsyncSocket {
     }
 }
 
-/// One non-blocking attempt to send: `Ok(false)` when the peer's queue is
-/// full (nothing sent).
-fn try_send(
-    sock: &SyncSocket,
-    msg: &SyncMessage,
-    fd: Option<BorrowedFd<'_>>,
-) -> Result<bool, TransportError> {
-    // A deadline of "now" makes SyncSocket try exactly once without
-    // blocking (MSG_DONTWAIT) and report a full queue as SendTimeout.
-    match sock.send_deadline(msg, fd, Some(Instant::now())) {
-        Ok(()) => Ok(true),
-        Err(TransportError::SendTimeout { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// One non-blocking attempt to receive: `Ok(None)` when no record is queued
-/// (nothing consumed).
-fn try_recv(sock: &SyncSocket) -> Result<Option<Received>, TransportError> {
-    // A deadline of "now" takes a queued record and never blocks.
-    match sock.recv_deadline(Some(Instant::now())) {
-        Ok(rec) => Ok(Some(rec)),
-        Err(TransportError::Timeout { .. }) => Ok(None),
+/// [`TransportError::WouldBlock`] (nothing done) as `Ok(None)`.
+fn would_block_is_none(r: Result<(), TransportError>) -> Result<Option<()>, TransportError> {
+    match r {
+        Ok(()) => Ok(Some(())),
+        Err(TransportError::WouldBlock) => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -7,7 +7,7 @@
 //! catches truncation and trailing garbage that protobuf alone would accept.
 //!
 //! ```
-//! use bytes::BytesMut;
+//! use procsync::bytes::BytesMut;
 //! use procsync::schema::SyncMessage;
 //! use procsync::wire::{native, Limits};
 //!

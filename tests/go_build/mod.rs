@@ -2,14 +2,19 @@
 //! (`go build` of a package under `go/` into `CARGO_TARGET_TMPDIR`), once
 //! per test binary. Without `go` on the PATH: a printed reason and `None` (the test
 //! passes without checking anything), unless `CI=true`, where that is a
-//! failure.
+//! failure. In the packaged crate, which does not ship `go/`, the same
+//! `None` with a printed reason, even with `CI=true`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+#[path = "../support/package.rs"]
+mod package;
+
 /// Builds the Go main package in `go/<dir>` (once; `cell` remembers the
 /// result) and returns the binary, or `None` when Go is not installed
-/// outside CI. The binary is named after the directory's last component.
+/// outside CI or in the packaged crate (no `go/`). The binary is named
+/// after the directory's last component.
 /// Call it with the test's fd-counting lock held: the build briefly opens
 /// pipes in this process.
 pub fn go_binary(
@@ -17,6 +22,9 @@ pub fn go_binary(
     dir: &str,
 ) -> Option<&'static Path> {
     cell.get_or_init(|| {
+        if package::not_shipped("go", &format!("building go/{dir}")) {
+            return None;
+        }
         let pkg_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("go").join(dir);
         let name = Path::new(dir).file_name().expect("a package directory");
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);

@@ -140,7 +140,7 @@ func (c *config) check() error {
 	}
 	if c.dieAfter != "" && c.dieAfter != "start" {
 		ok := false
-		for _, t := range procsync.AllTypes {
+		for _, t := range procsync.AllTypes() {
 			ok = ok || procsync.TypeName(t) == c.dieAfter
 		}
 		if !ok {
@@ -250,13 +250,20 @@ func (c *config) run() (int, error) {
 }
 
 func (c *config) runParent(sock *procsync.SyncSocket, opts procsync.Options) (int, error) {
+	// Pin the configured sources before the first request: the child is
+	// served the objects they name now, whatever it does to the paths.
+	srcs, err := procsync.PinSources(c.mounts...)
+	if err != nil {
+		sock.Close()
+		return exitFail, err
+	}
+	defer srcs.Close()
+	mount := srcs.OpenPlain
+	if c.openTree {
+		mount = srcs.OpenTree
+	}
 	h := procsync.HandlerFuncs{
-		MountFunc: func(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
-			if c.openTree {
-				return procsync.OpenTree(req)
-			}
-			return procsync.OpenPlain(req)
-		},
+		MountFunc: mount,
 		SeccompFunc: func(req procsync.SeccompRequest) error {
 			if req.File == nil {
 				if opts.PeerPidfd == nil {
@@ -285,8 +292,8 @@ func (c *config) runParent(sock *procsync.SyncSocket, opts procsync.Options) (in
 			return nil
 		},
 	}
-	p := procsync.NewParent(sock, procsync.ParentOptions{Options: opts, Mounts: c.mounts})
-	err := p.Serve(h)
+	p := procsync.NewParent(sock, procsync.ParentOptions{Options: opts, Policy: srcs})
+	err = p.Serve(h)
 	var refused *procsync.MountRefusedError
 	var remote *procsync.RemoteError
 	switch {

@@ -3,10 +3,12 @@
 package procsync
 
 import (
+	"errors"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // goKinds is every ErrorKind constant of the package.
@@ -60,5 +62,47 @@ func TestErrorKindsMatchRust(t *testing.T) {
 		if k.String() != string(k) || strings.ToLower(string(k)) != string(k) {
 			t.Fatalf("kind %q", k)
 		}
+	}
+}
+
+// KindOf gives a session's protocol errors their session kind, as the
+// Rust SessionError does: a violation by the peer (also "closed without
+// Ready", whose cause is peer-closed) and a local misuse.
+func TestKindOfProtocolErrors(t *testing.T) {
+	a, b := pair(t)
+	c := NewChild(b, Options{Flow: FlowInit})
+	err := c.Ready() // not allowed before Hooks: misuse, nothing sent
+	if k, _ := KindOf(err); k != KindMisuse {
+		t.Fatalf("misuse: %q %v", k, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- NewParent(a, ParentOptions{Options: Options{Flow: FlowInit}}).Serve(HandlerFuncs{}) }()
+	c.Close() // before Ready: the parent sees a violation
+	err = <-done
+	if k, _ := KindOf(err); k != KindProtocolViolation || !errors.Is(err, ErrPeerClosed) {
+		t.Fatalf("violation: %q %v", k, err)
+	}
+}
+
+// The sentinels stay what they are: errors built from them (with an Op)
+// are copies, and errors.Is matches any TransportError of their kind.
+func TestSentinelsAreNotModified(t *testing.T) {
+	a, b := pair(t)
+	defer a.Close()
+	done := make(chan error, 1)
+	go func() { _, _, err := b.Recv(soon()); done <- err }()
+	time.Sleep(10 * time.Millisecond)
+	b.Close()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatal(err)
+	}
+	for _, s := range []error{ErrClosed, ErrPeerClosed, ErrPeerDied} {
+		if te := s.(*TransportError); te.Op != "" || te.Err != nil {
+			t.Fatalf("sentinel modified: %+v", te)
+		}
+	}
+	if !errors.Is(&TransportError{kind: KindClosed, Op: "recv"}, ErrClosed) ||
+		errors.Is(&TransportError{kind: KindPeerDied, Op: "recv"}, ErrClosed) {
+		t.Fatal("Is by kind")
 	}
 }

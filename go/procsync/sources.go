@@ -367,6 +367,12 @@ func (p *PinnedSources) match(req *pb.Mount) (int, error) {
 // configured entry matching req (a dup of the pinned fd: the same object
 // whatever the path names now), kind plain-open. Errors are
 // *[SourceError]s. It makes no system call that can block.
+//
+// The fd is the host object itself: from a directory's fd, ".." resolves
+// to the host directory above it, with the holder's credentials. A
+// child that runs as host root can therefore reach the host tree
+// through it; [PinnedSources.OpenTree]'s detached clone confines ".." to
+// the source.
 func (p *PinnedSources) OpenPlain(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -737,3 +737,46 @@ func TestRefusalKindNames(t *testing.T) {
 		t.Error("origin")
 	}
 }
+
+// What the child can reach from the fd it is served: ".." from an
+// OpenPlain fd of a directory is the host directory above the source (the
+// fd is the host object itself), while the root of an OpenTree clone is a
+// detached mount's root, where ".." stays.
+func TestServedFdDotDot(t *testing.T) {
+	requireRoot(t)
+	noLeak(t, func() {
+		dir := t.TempDir()
+		if err := os.MkdirAll(dir+"/above/src", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		m := BindMount(dir+"/above/src", "/data")
+		p, err := PinSources(m, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		for _, c := range []struct {
+			open MountFunc
+			want string
+		}{{p.OpenPlain, dir + "/above"}, {p.OpenTree, dir + "/above/src"}} {
+			f, kind, err := c.open(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			up, err := unix.Openat(int(f.Fd()), "..", unix.O_PATH|unix.O_CLOEXEC, 0)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st unix.Stat_t
+			err = unix.Fstat(up, &st)
+			unix.Close(up)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := devIno(&st), statPath(t, c.want); got != want {
+				t.Errorf("%s: \"..\" is %s, want %s (%s)", SourceKindName(kind), got, want, c.want)
+			}
+		}
+	})
+}

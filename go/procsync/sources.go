@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,29 +17,6 @@ import (
 
 	pb "github.com/procsync/procsync/go/procsyncpb"
 )
-
-// Mount sources the child cannot steer.
-//
-// Threat model. The parent's configuration (the mounts it passes to
-// [PinSources]) and the host paths outside every tree the container can
-// write are trusted. The child is not: it may be compromised before its
-// first MountPlease, and anything it can write — a volume, its rootfs, a
-// directory above a configured source that it shares with the host — is
-// attacker input, and so is its timing. A policy that compares path
-// strings and then opens the path again at request time does not hold
-// against it: the child replaces the configured source, or a directory
-// above it, with a symlink (to "/", to "/proc/self/fd/N" — the parent's
-// own fd —, to "/proc/<its pid>/root/..." — its own mount namespace) and
-// is served what it swapped in.
-//
-// [PinnedSources] closes that gap: each configured bind source is
-// resolved once, when the set is built (before the child exists), with
-// openat2(O_NOFOLLOW, RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS) into an
-// O_PATH fd whose dev/ino/type are recorded. A request is matched to a configured entry and served from
-// that fd (a dup, or open_tree(fd, "", AT_EMPTY_PATH | OPEN_TREE_CLONE));
-// the path string is never walked again. Whatever the child does to the
-// path afterwards, it gets the object that was configured, or a
-// *[SourceError].
 
 // SourceErrorKind is the stable, kebab-case name of why a mount source
 // could not be pinned or served (a *[SourceError]). The names are the
@@ -172,9 +150,21 @@ type pinned struct {
 // was built. It is a [MountPolicy] (the [AllowList] rules and refusal
 // texts: only configured mounts, each entry once) and its OpenPlain and
 // OpenTree methods are Mount handlers that serve the pinned object of the
-// matching entry, never walking the path again. Use one per container,
-// built before the child starts, and Close it when the conversation is
-// over. It is safe for concurrent use.
+// matching entry. Use one per container, built before the child starts,
+// and Close it when the conversation is over. It is safe for concurrent
+// use.
+//
+// Threat model: the parent's configuration and the host paths outside
+// every tree the container can write are trusted; the child is not, nor
+// is anything it can write (its rootfs, a volume, a directory above a
+// configured source that it shares with the host) or its timing. A
+// handler that opens the request's path at request time serves whatever
+// the child swapped in there: a symlink to "/", to "/proc/self/fd/N"
+// (the parent's own fd) or to "/proc/<its pid>/root/..." (its own mount
+// namespace). PinnedSources resolves each source once, before the child
+// exists, refusing magic links and (by default) symlinks, and never
+// walks the path again: whatever the child does to it, it is served the
+// object that was configured, or a *[SourceError].
 //
 // The pinned fds are close-on-exec; a child forked without exec inherits
 // them, so start the child with exec (os/exec does).
@@ -218,6 +208,7 @@ func PinSources(mounts ...*pb.Mount) (*PinnedSources, error) {
 // nothing stays open. When ctx ends first, Pin returns a timed-out error;
 // a resolution still blocked in the kernel closes its fd when it returns.
 func (o PinOptions) Pin(ctx context.Context, mounts ...*pb.Mount) (*PinnedSources, error) {
+	mounts = slices.Clone(mounts) // the caller's slice may change later
 	p := &PinnedSources{
 		allow:  NewAllowList(mounts...),
 		mounts: mounts,

@@ -20,8 +20,11 @@
 //!
 //! # Features
 //!
-//! * `runc-compat` — runc's JSON sync wire ([`wire::runc`],
+//! * `runc-compat` — runc's JSON sync wire (`wire::runc`,
 //!   `transport::Wire::Runc`), for talking to a real runc.
+//! * `oci` — `oci::MountPlan`: the mount requests and the mount policy of
+//!   a container, built from its OCI bundle's `config.json` (the `oci-spec`
+//!   crate, re-exported as `oci::oci_spec`).
 //!
 //! # Third-party types
 //!
@@ -52,6 +55,8 @@ pub use prost;
 /// `rustix::io::Errno`, so a handler can use `?` on rustix calls.
 pub use rustix;
 
+#[cfg(feature = "oci")]
+pub mod oci;
 mod origin;
 pub mod policy;
 pub mod runtime;

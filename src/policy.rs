@@ -30,7 +30,10 @@
 //! assert!(matches!(policy.check(&evil), Err(PolicyRefusal::NotConfigured { .. })));
 //! ```
 
+#![forbid(unsafe_code)]
+
 use crate::schema::Mount;
+use crate::Origin;
 
 /// Decides whether the parent serves one mount request.
 ///
@@ -92,7 +95,51 @@ pub enum PolicyRefusal {
     },
 }
 
+/// The stable name of a [`PolicyRefusal`] (PROTOCOL.md §10); `Display`
+/// prints the same kebab-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PolicyRefusalKind {
+    /// [`PolicyRefusal::NotConfigured`].
+    NotConfigured,
+    /// [`PolicyRefusal::AlreadyServed`].
+    AlreadyServed,
+    /// [`PolicyRefusal::Denied`].
+    Denied,
+}
+
+impl PolicyRefusalKind {
+    /// The kind's stable kebab-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PolicyRefusalKind::NotConfigured => "not-configured",
+            PolicyRefusalKind::AlreadyServed => "already-served",
+            PolicyRefusalKind::Denied => "denied",
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyRefusalKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl PolicyRefusal {
+    /// The refusal's stable kind (PROTOCOL.md §10).
+    pub fn kind(&self) -> PolicyRefusalKind {
+        match self {
+            PolicyRefusal::NotConfigured { .. } => PolicyRefusalKind::NotConfigured,
+            PolicyRefusal::AlreadyServed { .. } => PolicyRefusalKind::AlreadyServed,
+            PolicyRefusal::Denied { .. } => PolicyRefusalKind::Denied,
+        }
+    }
+
+    /// Always [`Origin::Peer`]: a refusal is about the peer's request.
+    pub fn origin(&self) -> Origin {
+        Origin::Peer
+    }
+
     /// A refusal from a custom policy, with a one-line reason.
     pub fn denied(reason: impl Into<String>) -> Self {
         PolicyRefusal::Denied {

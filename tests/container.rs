@@ -174,6 +174,14 @@ impl Run {
 /// Runs the runtime (this binary, role `runtime`) on `bundle` with `flags`.
 fn start(bundle: &Bundle, flags: &[&str]) -> Run {
     let exe = std::env::current_exe().expect("current_exe");
+    // A stray inheritable fd, as a careless caller of a runtime leaves: the
+    // runtime inherits it, the container's process must not.
+    let stray = procsync::rustix::fs::open(
+        "/dev/null",
+        procsync::rustix::fs::OFlags::RDONLY,
+        procsync::rustix::fs::Mode::empty(),
+    )
+    .expect("open /dev/null");
     let mut child = Command::new(exe)
         .env(ROLE, "runtime")
         .args(flags)
@@ -183,6 +191,7 @@ fn start(bundle: &Bundle, flags: &[&str]) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the runtime");
+    drop(stray);
     // Read both pipes on threads so a chatty run cannot block on a full pipe.
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
@@ -254,6 +263,8 @@ fn starts_a_container() {
         )),
         "{show}"
     );
+    // Nothing of the runtime's leaks into the container: stdio only.
+    assert!(run.has("probe: fds 0 1 2\n"), "{show}");
     // The parent opened exactly the configured sources, each once.
     assert_eq!(run.served(), bundle.bind_sources(), "{show}");
     assert_eq!(run.lines("parent:   served ").len(), 2, "{show}");
@@ -323,6 +334,8 @@ fn seccomp_and_timings() {
     assert!(run.has("parent  → send  SeccompDone"), "{show}");
     // The parent closed the listener: the filtered call fails with ENOSYS.
     assert!(run.has("probe: mknodat ENOSYS\n"), "{show}");
+    // The listener fd was closed before the exec.
+    assert!(run.has("probe: fds 0 1 2\n"), "{show}");
     assert_eq!(run.lines("timing: spawn→execve ").len(), 1, "{show}");
     assert_eq!(run.lines("timing: parent handler time").len(), 1, "{show}");
 }

@@ -131,7 +131,9 @@ fn plain_and_idmapped_sources_cross_a_socketpair_to_a_child() {
     assert!(!dst_plain.join("f").exists());
     assert!(!dst_idmap.join("f").exists());
     drop(ours);
-    svc.userns_cache().clear();
+    // The service holds the namespace fd (to replace a worker abandoned at a
+    // deadline) until it is dropped.
+    drop(svc);
     assert_eq!(settled_fd_count(), fds0, "fds leaked");
     procsync::runtime::userns::set_prespawn(procsync::runtime::userns::DEFAULT_PRESPAWN);
 }

@@ -245,18 +245,19 @@ fn bad_requests_get_typed_errors_without_leaks() {
     );
     assert_eq!(e.errno(), Some(libc::ENOENT));
     assert!(
-        e.to_string().contains(&missing) && e.to_string().contains("open(O_PATH)"),
+        e.to_string().contains(&missing) && e.to_string().contains("openat2(O_PATH)"),
         "{e}"
     );
 
     let e = svc
         .make_source(&Mount::bind(&missing, "/x").with_id_mapping(shift()))
         .unwrap_err();
+    // The source is resolved (openat2) before it is cloned.
     assert!(
         matches!(
             e,
             MountFdError::Os {
-                step: Step::OpenTree,
+                step: Step::OpenPath,
                 ..
             }
         ),

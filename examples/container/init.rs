@@ -122,6 +122,7 @@ fn setup(child: &mut Child, opts: &Options, tl: &mut Timeline) -> Res<std::proce
     }
     let p = &bundle.process;
     sys::set_ids(p.uid, p.gid, &p.additional_gids)?;
+    sys::cloexec_from_3().map_err(|e| format!("close_range(CLOSE_RANGE_CLOEXEC): {e}"))?;
     let mut cmd = std::process::Command::new(&p.args[0]);
     cmd.args(&p.args[1..]).env_clear().current_dir(&p.cwd);
     for kv in &p.env {

@@ -273,9 +273,12 @@ func Decode(record []byte, nfds int, lim Limits) (*pb.SyncMessage, error) {
 			body, _, _ = new(idMapCap).walk(body, make([]byte, 0, n), 0, true)
 		}
 	}
-	msg := &pb.SyncMessage{}
-	if err := unmarshalOpts.Unmarshal(body, msg); err != nil {
-		return nil, &DecodeError{kind: KindMalformedBody, Detail: err.Error()}
+	msg, ok := fastDecode(body)
+	if !ok {
+		msg = &pb.SyncMessage{}
+		if err := unmarshalOpts.Unmarshal(body, msg); err != nil {
+			return nil, &DecodeError{kind: KindMalformedBody, Detail: err.Error()}
+		}
 	}
 	if ve := validateWithFlags(msg, msg.GetFlags(), nfds); ve != nil {
 		return nil, &DecodeError{kind: ve.kind, Invalid: ve}

@@ -277,3 +277,54 @@ func TestUnknownFieldsStrippedAtEveryDepth(t *testing.T) {
 		}
 	}
 }
+
+// The decoder's fast path gives exactly what proto.Unmarshal gives, on
+// every vector and on canonical encodings of varied messages; it handles
+// the canonical ones and leaves the others to Unmarshal.
+func TestFastDecodeEqualsUnmarshal(t *testing.T) {
+	vf := loadVectors(t)
+	var bodies [][]byte
+	for _, set := range [][]vector{vf.Valid, vf.DecodeOnly, vf.Invalid} {
+		for _, v := range set {
+			rec := v.bytes(t)
+			if _, n, k := readVarint(rec); k == "" {
+				bodies = append(bodies, rec[n:])
+			}
+		}
+	}
+	m := BindMount("/a", "/b")
+	m.Device, m.Data, m.Relabel, m.Extensions, m.ClearedFlags = "dev", "mode=0755", "z", 3, 1<<40
+	for _, msg := range []*pb.SyncMessage{
+		MountPleaseMessage(m), MountFdMessage(SourceOpenTree, "/x"), ErrorMessage("é"),
+		SeccompChildFDMessage(5), SeccompChildFDMessage(-1), SeccompAttachedMessage(), ReadyMessage(),
+		{Type: TypeRun, Flags: 1 << 31}, {},
+	} {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := fastDecode(b); !ok {
+			t.Fatalf("canonical %v not on the fast path", msg)
+		}
+		bodies = append(bodies, b)
+	}
+	fast := 0
+	for _, b := range bodies {
+		if scanMessage(b, syncMsgDesc, recursionLimit) != nil {
+			continue
+		}
+		want := &pb.SyncMessage{}
+		if err := unmarshalOpts.Unmarshal(b, want); err != nil {
+			continue
+		}
+		got, ok := fastDecode(b)
+		if !ok {
+			continue
+		}
+		fast++
+		if !proto.Equal(got, want) {
+			t.Fatalf("body %x: fast %v, Unmarshal %v", b, got, want)
+		}
+	}
+	t.Logf("%d of %d bodies on the fast path", fast, len(bodies))
+}

@@ -287,7 +287,7 @@ func TestFromEnvRefusesStdioNumbers(t *testing.T) {
 		s.Close()
 		t.Fatal("accepted fd 0")
 	}
-	if k, _ := KindOf(err); k != KindEnv {
+	if k, _ := KindOf(err); k != KindEnvInvalid {
 		t.Fatalf("kind %q: %v", k, err)
 	}
 	if _, err := unix.FcntlInt(0, unix.F_GETFD, 0); err != nil {

@@ -55,9 +55,13 @@ const (
 	// KindNotSeqpacket: the fd handed over is not an AF_UNIX
 	// SOCK_SEQPACKET socket (it is left open). Local.
 	KindNotSeqpacket ErrorKind = "not-seqpacket"
-	// KindEnv: PROCSYNC_SYNC_FD is missing or does not name a usable fd
-	// (not decimal, leading zeros, 0–2, not open). Local.
-	KindEnv ErrorKind = "env"
+	// KindEnvNotSet: PROCSYNC_SYNC_FD is not set. Local.
+	KindEnvNotSet ErrorKind = "env-not-set"
+	// KindEnvInvalid: PROCSYNC_SYNC_FD does not name a usable fd (not
+	// decimal, leading zeros, 0–2, not open). Local.
+	KindEnvInvalid ErrorKind = "env-invalid"
+	// KindWriteShutdown: a send after [SyncSocket.ShutdownWrite]. Local.
+	KindWriteShutdown ErrorKind = "write-shutdown"
 	// KindIO: a system call failed. OS.
 	KindIO ErrorKind = "io"
 	// KindClosed: the local side already closed the socket or session, or
@@ -166,6 +170,8 @@ func (e *TransportError) Error() string {
 		what = "canceled"
 	case KindBadFile:
 		what = "the file to attach is not open"
+	case KindWriteShutdown:
+		what = "cannot send: this side already shut down writing"
 	}
 	s := "procsync: "
 	if e.Op != "" {

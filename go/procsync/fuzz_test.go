@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/proto"
+
+	pb "github.com/procsync/procsync/go/procsyncpb"
 )
 
 var allKinds = map[ErrorKind]bool{
@@ -28,6 +30,13 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, rec []byte, nfds uint8) {
 		n := int(nfds % 4)
 		lim := DefaultLimits()
+		// The fast path agrees with proto.Unmarshal wherever it answers.
+		if _, pl, k := readVarint(rec); k == "" && scanMessage(rec[pl:], syncMsgDesc, recursionLimit) == nil {
+			want := &pb.SyncMessage{}
+			if got, ok := fastDecode(rec[pl:]); ok && unmarshalOpts.Unmarshal(rec[pl:], want) == nil && !proto.Equal(got, want) {
+				t.Fatalf("fast path %v, Unmarshal %v", got, want)
+			}
+		}
 		msg, err := Decode(rec, n, lim)
 		if err != nil {
 			var de *DecodeError

@@ -46,10 +46,13 @@ const (
 	SourcePlainOpen = pb.MountSourceKind_MOUNT_SOURCE_KIND_PLAIN_OPEN
 )
 
-// AllTypes is every valid (non-zero) message type, in wire-value order.
-var AllTypes = []pb.MessageType{
-	TypeError, TypeReady, TypeRun, TypeHooks, TypeHooksDone,
-	TypeMountPlease, TypeMountFd, TypeSeccomp, TypeSeccompDone,
+// AllTypes returns every valid (non-zero) message type, in wire-value
+// order (a new slice each call: the caller may keep or change it).
+func AllTypes() []pb.MessageType {
+	return []pb.MessageType{
+		TypeError, TypeReady, TypeRun, TypeHooks, TypeHooksDone,
+		TypeMountPlease, TypeMountFd, TypeSeccomp, TypeSeccompDone,
+	}
 }
 
 // TypeName is the short name used in errors and transcripts ("MountPlease").

@@ -56,6 +56,7 @@ type SyncSocket struct {
 	limits Limits
 
 	closed   atomic.Bool
+	shutWr   atomic.Bool // ShutdownWrite was called
 	peerDead atomic.Bool
 	peerMu   sync.Mutex
 	peer     *peerWatch
@@ -83,8 +84,11 @@ type SyncSocket struct {
 	sendDone bool
 
 	waitStart time.Time // when the current wait began (send timeouts)
-	recvTry   func(uintptr)
-	sendTry   func(uintptr)
+	// The deadlines last set on file, and whether a wake moved them since.
+	lastRD, lastWD   time.Time
+	staleRD, staleWD atomic.Bool
+	recvTry          func(uintptr)
+	sendTry          func(uintptr)
 
 	closeOnce sync.Once
 	passedMu  sync.Mutex
@@ -178,17 +182,17 @@ func FromFD(fd int) (*SyncSocket, error) {
 func FromEnv() (*SyncSocket, error) {
 	v, ok := os.LookupEnv(EnvSyncFD)
 	if !ok {
-		return nil, &TransportError{kind: KindEnv, Op: "from env", Err: fmt.Errorf("%s is not set", EnvSyncFD)}
+		return nil, &TransportError{kind: KindEnvNotSet, Op: "from env", Err: fmt.Errorf("%s is not set", EnvSyncFD)}
 	}
 	if err := os.Unsetenv(EnvSyncFD); err != nil {
 		return nil, &TransportError{kind: KindIO, Op: "from env", Err: fmt.Errorf("unset %s: %w", EnvSyncFD, err)}
 	}
 	fd, err := ParseSyncFD(v)
 	if err != nil {
-		return nil, &TransportError{kind: KindEnv, Op: "from env", Err: fmt.Errorf("%s=%q: %w", EnvSyncFD, v, err)}
+		return nil, &TransportError{kind: KindEnvInvalid, Op: "from env", Err: fmt.Errorf("%s=%q: %w", EnvSyncFD, v, err)}
 	}
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-		return nil, &TransportError{kind: KindEnv, Op: "from env", Err: fmt.Errorf("%s=%d: %w", EnvSyncFD, fd, os.NewSyscallError("fcntl(F_GETFD)", err))}
+		return nil, &TransportError{kind: KindEnvInvalid, Op: "from env", Err: fmt.Errorf("%s=%d: %w", EnvSyncFD, fd, os.NewSyscallError("fcntl(F_GETFD)", err))}
 	}
 	s, err := FromFD(fd)
 	if err != nil {
@@ -357,6 +361,8 @@ func (s *SyncSocket) watchPeer(w *peerWatch) {
 // wake ends every pending wait on the socket; each then finds out why
 // (closed, peer dead, context done) or waits again.
 func (s *SyncSocket) wake() {
+	s.staleRD.Store(true)
+	s.staleWD.Store(true)
 	past := time.Unix(1, 0)
 	_ = s.file.SetReadDeadline(past)
 	_ = s.file.SetWriteDeadline(past)
@@ -419,6 +425,7 @@ func (s *SyncSocket) ShutdownWrite() error {
 	if serr != nil {
 		return &TransportError{kind: KindIO, Op: "shutdown", Err: os.NewSyscallError("shutdown", serr)}
 	}
+	s.shutWr.Store(true)
 	return nil
 }
 
@@ -547,6 +554,8 @@ func (s *SyncSocket) sendFD(ctx context.Context, msg *pb.SyncMessage, fd int, de
 			return &TransportError{kind: KindIO, Op: "send " + TypeName(msg.GetType()), Err: fmt.Errorf("short send of %d of %d bytes", n, len(buf))}
 		}
 		return nil
+	case errno == unix.EPIPE && s.shutWr.Load():
+		return &TransportError{kind: KindWriteShutdown, Op: "send " + TypeName(msg.GetType())}
 	case errno == unix.EPIPE || errno == unix.ECONNRESET:
 		return &TransportError{kind: KindPeerClosed, Op: "send " + TypeName(msg.GetType())}
 	default:
@@ -608,44 +617,53 @@ var (
 func (s *SyncSocket) wait(ctx context.Context, write bool, deadline time.Time) error {
 	op, setDeadline, done := s.rc.Read, s.file.SetReadDeadline, &s.recvDone
 	fn, try := s.recvFn, s.recvTry
+	last, stale := &s.lastRD, &s.staleRD
 	if write {
 		op, setDeadline, done = s.rc.Write, s.file.SetWriteDeadline, &s.sendDone
 		fn, try = s.sendFn, s.sendTry
+		last, stale = &s.lastWD, &s.staleWD
 	}
 	*done = false
-	// Fast path: one attempt, no deadline, no timer.
-	if err := s.rc.Control(try); err != nil {
-		return s.closedOr(err)
+	// tryOnce is one attempt without waiting (the netpoller refuses to
+	// call fn at all once the deadline has passed).
+	tryOnce := func() (bool, error) {
+		if err := s.rc.Control(try); err != nil {
+			return false, s.closedOr(err)
+		}
+		return *done, nil
 	}
-	if *done {
-		return nil
-	}
-	s.waitStart = time.Now()
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, s.wake)
 		defer stop()
 	}
+	started := false
 	for {
-		if err := setDeadline(deadline); err != nil {
-			return s.closedOr(err)
+		// The file's deadline is set only when it changed or a wake
+		// moved it (a zero deadline stays set: no timer work per call).
+		if stale.Swap(false) || !deadline.Equal(*last) {
+			if err := setDeadline(deadline); err != nil {
+				return s.closedOr(err)
+			}
+			*last = deadline
 		}
 		// Checked after the deadline is set: a wake (peer death, ctx)
 		// that came before is seen here, one that comes after ends the
-		// wait below.
-		if s.peerDead.Load() {
-			if !write {
-				if err := s.rc.Control(try); err != nil {
-					return s.closedOr(err)
-				}
-				if *done {
-					return nil
-				}
+		// wait below. Either way a queued record is still taken.
+		if s.peerDead.Load() || ctx.Err() != nil {
+			if ok, err := tryOnce(); ok || err != nil {
+				return err
 			}
-			return errWaitPeerDied
-		}
-		if err := ctx.Err(); err != nil {
+			if s.peerDead.Load() {
+				return errWaitPeerDied
+			}
 			return &TransportError{kind: KindCanceled, Err: context.Cause(ctx)}
 		}
+		if !started {
+			started = true
+			s.waitStart = time.Now()
+		}
+		// The netpoller calls fn at once (the first attempt), and again
+		// each time the socket turns ready.
 		err := op(fn)
 		if err == nil {
 			return nil
@@ -657,10 +675,14 @@ func (s *SyncSocket) wait(ctx context.Context, write bool, deadline time.Time) e
 			return ErrClosed
 		}
 		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			if ok, err := tryOnce(); ok || err != nil {
+				return err
+			}
 			return errWaitDeadline
 		}
 		// Woken for the peer or ctx (checked at the top of the loop), or
 		// by a wake meant for an earlier call: wait again.
+		stale.Store(true)
 	}
 }
 

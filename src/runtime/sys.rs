@@ -4,9 +4,8 @@
 //! Everything else in `runtime` calls these wrappers (or rustix's safe API).
 
 use std::alloc::{self, Layout};
-use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
 /// Size of the userns helper's stack. The helper runs three raw syscalls in
@@ -133,33 +132,18 @@ fn unsafe_zeroed_sigset() -> libc::sigset_t {
 }
 
 /// `waitid(P_PIDFD, pidfd, WEXITED | __WALL)`: reaps an exited child of any
-/// exit signal, retrying on EINTR.
+/// exit signal, retrying on EINTR. (rustix's safe `waitid`; `__WALL` is not
+/// one of its named flags and is passed as a raw bit.)
 pub(crate) fn reap_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<()> {
+    use rustix::process::{waitid, WaitId, WaitIdOptions};
+    let options = WaitIdOptions::EXITED | WaitIdOptions::from_bits_retain(libc::__WALL as u32);
     loop {
-        let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
-        // SAFETY: `info` is a valid, writable siginfo_t; the fd is borrowed
-        // for the duration of the call.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PIDFD,
-                pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::__WALL,
-            )
-        };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
+        match waitid(WaitId::PidFd(pidfd), options) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
-}
-
-fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
-    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
-    unsafe { std::mem::zeroed() }
 }
 
 /// An ioctl that takes no argument and returns a new fd (or an integer).
@@ -187,15 +171,6 @@ pub(crate) fn ns_get_nstype(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
     ioctl_none(fd, libc::NS_GET_NSTYPE)
 }
 
-fn cvt_fd(r: libc::c_long) -> io::Result<OwnedFd> {
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a non-negative return of an fd-creating syscall is a new fd
-    // that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
-}
-
 fn cvt_unit(r: libc::c_long) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -204,22 +179,10 @@ fn cvt_unit(r: libc::c_long) -> io::Result<()> {
     }
 }
 
-/// `open_tree(AT_FDCWD, path, flags)`.
-pub(crate) fn open_tree(path: &CStr, flags: libc::c_uint) -> io::Result<OwnedFd> {
-    // SAFETY: `path` is a valid NUL-terminated string for the whole call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD as libc::c_long,
-            path.as_ptr(),
-            flags as libc::c_long,
-        )
-    };
-    cvt_fd(r)
-}
-
 /// `mount_setattr(fd, "", AT_EMPTY_PATH | extra, {attr_set: MOUNT_ATTR_IDMAP,
-/// userns_fd})`: makes the detached mount `fd` id-mapped.
+/// userns_fd})`: makes the detached mount `fd` id-mapped. Hand-written:
+/// rustix 1.1 has `open_tree`, `move_mount` and `fsmount` but no
+/// `mount_setattr`.
 pub(crate) fn mount_setattr_idmap(
     fd: BorrowedFd<'_>,
     userns: BorrowedFd<'_>,
@@ -245,23 +208,6 @@ pub(crate) fn mount_setattr_idmap(
             flags as libc::c_long,
             &attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    cvt_unit(r)
-}
-
-/// `move_mount(fd, "", AT_FDCWD, dest, MOVE_MOUNT_F_EMPTY_PATH)`: attaches a
-/// detached mount at `dest`.
-pub(crate) fn move_mount_fd(fd: BorrowedFd<'_>, dest: &CStr) -> io::Result<()> {
-    // SAFETY: both paths are valid NUL-terminated strings for the whole call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            fd.as_raw_fd() as libc::c_long,
-            c"".as_ptr(),
-            libc::AT_FDCWD as libc::c_long,
-            dest.as_ptr(),
-            libc::MOVE_MOUNT_F_EMPTY_PATH as libc::c_long,
         )
     };
     cvt_unit(r)

@@ -50,8 +50,57 @@ impl std::fmt::Display for MapSide {
     }
 }
 
+/// The stable name of a [`UsernsError`] (PROTOCOL.md §14); `Display`
+/// prints the same kebab-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UsernsErrorKind {
+    /// [`UsernsError::EmptyMapping`].
+    EmptyMapping,
+    /// [`UsernsError::InvalidMapping`].
+    InvalidMapping,
+    /// [`UsernsError::MappingTooLong`].
+    MappingTooLong,
+    /// [`UsernsError::Spawn`].
+    Spawn,
+    /// [`UsernsError::Proc`].
+    Proc,
+    /// [`UsernsError::WriteMap`].
+    WriteMap,
+    /// [`UsernsError::NamespaceFd`].
+    NamespaceFd,
+    /// [`UsernsError::Identity`].
+    Identity,
+    /// [`UsernsError::Dup`].
+    Dup,
+}
+
+impl UsernsErrorKind {
+    /// The kind's stable kebab-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UsernsErrorKind::EmptyMapping => "empty-mapping",
+            UsernsErrorKind::InvalidMapping => "invalid-mapping",
+            UsernsErrorKind::MappingTooLong => "mapping-too-long",
+            UsernsErrorKind::Spawn => "spawn",
+            UsernsErrorKind::Proc => "proc",
+            UsernsErrorKind::WriteMap => "write-map",
+            UsernsErrorKind::NamespaceFd => "namespace-fd",
+            UsernsErrorKind::Identity => "identity",
+            UsernsErrorKind::Dup => "dup",
+        }
+    }
+}
+
+impl std::fmt::Display for UsernsErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a user namespace fd could not be made.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UsernsError {
     /// The caller (or the peer whose request it forwards) gave no lines for one side.
     #[error("invalid id mapping: {side} is empty (a user namespace needs at least one line)")]
@@ -79,10 +128,10 @@ pub enum UsernsError {
     },
     /// OS: cloning the helper process failed (EPERM without privilege,
     /// ENOSPC at the user-namespace limit, EAGAIN/ENOMEM under pressure).
-    #[error("cloning the user-namespace helper (clone CLONE_NEWUSER) failed: {0}")]
+    #[error("cloning the user-namespace helper (clone CLONE_NEWUSER) failed")]
     Spawn(#[source] io::Error),
     /// OS: opening the helper's `/proc/PID` directory failed.
-    #[error("opening /proc/{pid} of the user-namespace helper failed (is /proc mounted?): {err}")]
+    #[error("opening /proc/{pid} of the user-namespace helper failed (is /proc mounted?)")]
     Proc {
         /// Helper pid.
         pid: i32,
@@ -91,7 +140,7 @@ pub enum UsernsError {
         err: io::Error,
     },
     /// OS: writing `/proc/PID/{file}` failed.
-    #[error("writing /proc/{pid}/{file} failed: {err}")]
+    #[error("writing /proc/{pid}/{file} failed")]
     WriteMap {
         /// Helper pid.
         pid: i32,
@@ -102,7 +151,7 @@ pub enum UsernsError {
         err: io::Error,
     },
     /// OS: getting the namespace fd failed (pidfd ioctl and `/proc/PID/ns/user`).
-    #[error("opening the user namespace of helper {pid} failed: {err}")]
+    #[error("opening the user namespace of helper {pid} failed")]
     NamespaceFd {
         /// Helper pid.
         pid: i32,
@@ -110,12 +159,47 @@ pub enum UsernsError {
         #[source]
         err: io::Error,
     },
+    /// OS: the namespace fd could not be proven to be the helper's own
+    /// (the helper died, or its pid now names another process).
+    #[error("the user namespace of helper {pid} could not be proven to be the helper's: {reason}")]
+    Identity {
+        /// Helper pid.
+        pid: i32,
+        /// Which check failed.
+        reason: &'static str,
+    },
     /// OS: duplicating a cached fd (`F_DUPFD_CLOEXEC`) failed, e.g. EMFILE.
-    #[error("duplicating the cached user namespace fd failed: {0}")]
+    #[error("duplicating the cached user namespace fd failed")]
     Dup(#[source] io::Error),
 }
 
 impl UsernsError {
+    /// The error's stable kind (PROTOCOL.md §14).
+    pub fn kind(&self) -> UsernsErrorKind {
+        match self {
+            UsernsError::EmptyMapping { .. } => UsernsErrorKind::EmptyMapping,
+            UsernsError::InvalidMapping { .. } => UsernsErrorKind::InvalidMapping,
+            UsernsError::MappingTooLong { .. } => UsernsErrorKind::MappingTooLong,
+            UsernsError::Spawn(_) => UsernsErrorKind::Spawn,
+            UsernsError::Proc { .. } => UsernsErrorKind::Proc,
+            UsernsError::WriteMap { .. } => UsernsErrorKind::WriteMap,
+            UsernsError::NamespaceFd { .. } => UsernsErrorKind::NamespaceFd,
+            UsernsError::Identity { .. } => UsernsErrorKind::Identity,
+            UsernsError::Dup(_) => UsernsErrorKind::Dup,
+        }
+    }
+
+    /// Who caused this error: [`Origin::Peer`](crate::Origin::Peer) for an
+    /// invalid mapping (it comes from the request), [`Origin::Os`](crate::Origin::Os)
+    /// otherwise.
+    pub fn origin(&self) -> crate::Origin {
+        if self.is_invalid_mapping() {
+            crate::Origin::Peer
+        } else {
+            crate::Origin::Os
+        }
+    }
+
     /// Whether the mapping itself is at fault (rather than the OS).
     pub fn is_invalid_mapping(&self) -> bool {
         matches!(

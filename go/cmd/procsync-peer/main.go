@@ -140,7 +140,7 @@ func (c *config) check() error {
 	}
 	if c.dieAfter != "" && c.dieAfter != "start" {
 		ok := false
-		for _, t := range procsync.AllTypes {
+		for _, t := range procsync.AllTypes() {
 			ok = ok || procsync.TypeName(t) == c.dieAfter
 		}
 		if !ok {

@@ -1,0 +1,64 @@
+//go:build linux
+
+package procsync
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// goKinds is every ErrorKind constant of the package.
+var goKinds = []ErrorKind{
+	KindEmptyRecord, KindTruncatedLength, KindMalformedLength, KindLengthMismatch, KindTooLarge,
+	KindMalformedBody, KindUnspecifiedType, KindUnknownType, KindReservedFlags, KindMissingFd,
+	KindUnexpectedFd, KindTooManyFds, KindMissingPayload, KindUnexpectedPayload, KindInvalidValue,
+	KindPeerClosed, KindPeerDied, KindTimeout, KindSendTimeout, KindUnexpectedControl,
+	KindNotSeqpacket, KindEnvNotSet, KindEnvInvalid, KindWriteShutdown, KindIO, KindClosed,
+	KindCanceled, KindBadFile,
+	KindProtocolViolation, KindMisuse, KindRemoteError, KindTransport, KindMountRefused,
+	KindHandlerFailed, KindSourceMismatch, KindSourceDowngraded,
+}
+
+// rustOnly are Rust kinds the Go package cannot produce: a send that
+// makes a single attempt (would-block), passing fd 0–2 to a child (Go's
+// PassToChild always duplicates above 2), a handler overrunning the
+// per-message deadline (the Go parent does not bound its handler), a
+// session failure of the OS outside the socket (Go reports those as the
+// transport's io).
+var rustOnly = map[string]bool{"would-block": true, "stdio-fd": true, "handler-overran": true, "os": true}
+
+// The Go package exposes the Rust crate's kind names (13.1): every kind
+// `as_str` names in the wire, transport and session error kinds, read from
+// the Rust sources, is a Go ErrorKind (or listed in rustOnly, with why).
+func TestErrorKindsMatchRust(t *testing.T) {
+	have := map[string]bool{}
+	for _, k := range goKinds {
+		if have[string(k)] {
+			t.Fatalf("duplicate kind %q", k)
+		}
+		have[string(k)] = true
+	}
+	re := regexp.MustCompile(`(?m)^\s*(?:ErrorKind|TransportErrorKind|SessionErrorKind)::[A-Za-z]+ => "([a-z-]+)",`)
+	for _, file := range []string{"../../src/wire/mod.rs", "../../src/transport/mod.rs", "../../src/session/error.rs"} {
+		src, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := re.FindAllStringSubmatch(string(src), -1)
+		if len(found) == 0 && !strings.Contains(file, "transport") {
+			t.Fatalf("%s: no kind names found (did the table move?)", file)
+		}
+		for _, m := range found {
+			if !have[m[1]] && !rustOnly[m[1]] {
+				t.Errorf("%s: Rust kind %q has no Go ErrorKind", file, m[1])
+			}
+		}
+	}
+	for _, k := range goKinds {
+		if k.String() != string(k) || strings.ToLower(string(k)) != string(k) {
+			t.Fatalf("kind %q", k)
+		}
+	}
+}

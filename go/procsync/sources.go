@@ -37,7 +37,7 @@ const (
 	SourceErrNotBind SourceErrorKind = "not-bind"
 	// SourceErrPin: a configured bind source could not be pinned: not an
 	// absolute path, missing, a symlink (refused as the last component
-	// always, above it unless PinOptions.FollowSymlinksBeforeLast), a
+	// always, above it with PinOptions.RefuseSymlinks), a
 	// magic link on the path (never followed), ... Err is the cause
 	// (unix.ELOOP for a refused link). The configuration caused it.
 	SourceErrPin SourceErrorKind = "pin"
@@ -162,7 +162,7 @@ type pinned struct {
 // the child swapped in there: a symlink to "/", to "/proc/self/fd/N"
 // (the parent's own fd) or to "/proc/<its pid>/root/..." (its own mount
 // namespace). PinnedSources resolves each source once, before the child
-// exists, refusing magic links and (by default) symlinks, and never
+// exists, refusing magic links and a symlink as the source, and never
 // walks the path again: whatever the child does to it, it is served the
 // object that was configured, or a *[SourceError].
 //
@@ -182,13 +182,15 @@ type PinnedSources struct {
 // PinOptions say how configured sources are resolved. Magic links
 // (/proc/<pid>/fd/N, /proc/<pid>/root, ...) are never followed, and a
 // source that is itself a symlink is refused: configure the path the
-// link leads to.
+// link leads to. Symlinks before the last component are followed by
+// default (a host layout such as /var/run -> /run): the configuration is
+// trusted and pinning runs before the child exists — the Rust crate's
+// Symlinks::FollowBeforeLast, which its pinned services use.
 type PinOptions struct {
-	// FollowSymlinksBeforeLast follows symlinks before the last
-	// component (a host layout such as /var/run -> /run). By default
-	// any symlink on the path is refused (RESOLVE_NO_SYMLINKS). Only for
-	// paths no one untrusted can write.
-	FollowSymlinksBeforeLast bool
+	// RefuseSymlinks refuses any symlink on the path
+	// (RESOLVE_NO_SYMLINKS), for sources below a tree the container may
+	// have written before (the Rust crate's Symlinks::Refuse).
+	RefuseSymlinks bool
 }
 
 // PinSources pins mounts with the default options, giving up after
@@ -202,10 +204,10 @@ func PinSources(mounts ...*pb.Mount) (*PinnedSources, error) {
 // Pin resolves the source of each bind mount (flags with MS_BIND) once —
 // a source configured several times is pinned once — with
 // openat2(O_PATH | O_NOFOLLOW | O_CLOEXEC, RESOLVE_NO_MAGICLINKS [|
-// RESOLVE_NO_SYMLINKS]) and records its dev/ino/type; other mounts are
-// kept (a request for one is matched, then refused as not-bind). A source
-// that cannot be pinned fails the whole set with a *[SourceError] and
-// nothing stays open. When ctx ends first, Pin returns a timed-out error;
+// RESOLVE_NO_SYMLINKS if RefuseSymlinks]) and records its dev/ino/type;
+// other mounts are kept (a request for one is matched, then refused as
+// not-bind). A source that cannot be pinned fails the whole set with a
+// *[SourceError] and nothing stays open. When ctx ends first, Pin returns a timed-out error;
 // a resolution still blocked in the kernel closes its fd when it returns.
 func (o PinOptions) Pin(ctx context.Context, mounts ...*pb.Mount) (*PinnedSources, error) {
 	mounts = slices.Clone(mounts) // the caller's slice may change later
@@ -249,7 +251,7 @@ func (o PinOptions) pin(ctx context.Context, path string, i int) (pinned, error)
 	// O_NOFOLLOW: a trailing symlink or magic link is opened as itself
 	// (and refused below), never followed.
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS}
-	if !o.FollowSymlinksBeforeLast {
+	if o.RefuseSymlinks {
 		how.Resolve |= unix.RESOLVE_NO_SYMLINKS
 	}
 	fd, err := boundedFd(ctx, func() (int, error) { return openat2(path, how) })
@@ -257,7 +259,7 @@ func (o PinOptions) pin(ctx context.Context, path string, i int) (pinned, error)
 	case err == nil:
 	case errors.Is(err, unix.ELOOP):
 		hint := "a magic link on the path: never followed"
-		if !o.FollowSymlinksBeforeLast {
+		if o.RefuseSymlinks {
 			hint = "a symlink or magic link on the path: not followed; configure the path it leads to"
 		}
 		return fail(SourceErrPin, err, hint)

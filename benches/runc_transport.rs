@@ -37,7 +37,8 @@ fn wire_of(name: &str) -> Wire {
 /// The peer: answer every MountPlease with a MountFd and one fd until EOF.
 fn peer(wire: &str) {
     pin_from_env();
-    let sock = SyncSocket::from_env()
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    let mut sock = unsafe { SyncSocket::from_env() }
         .expect("peer: from_env")
         .with_wire(wire_of(wire));
     let file = std::fs::File::open("/dev/null").unwrap();
@@ -52,7 +53,7 @@ fn peer(wire: &str) {
 }
 
 /// One round trip: send MountPlease, receive MountFd and its fd.
-fn rt(sock: &SyncSocket, req: &SyncMessage) {
+fn rt(sock: &mut SyncSocket, req: &SyncMessage) {
     sock.send(req, None).unwrap();
     let r = sock.recv().unwrap();
     black_box(r.fd.expect("MountFd carries an fd"));
@@ -66,7 +67,7 @@ fn main() {
     let cpu = rustix::thread::sched_getcpu();
     pin(cpu);
     let wires = ["native", "runc-v1.2", "runc-v1.4"];
-    let peers: Vec<Peer> = wires
+    let mut peers: Vec<Peer> = wires
         .iter()
         .map(|w| {
             let p = Peer::spawn(w, cpu);
@@ -84,8 +85,8 @@ fn main() {
         .configure_from_args();
     {
         let mut g = c.benchmark_group("mount_round_trip_same_cpu");
-        for (w, p) in wires.iter().zip(&peers) {
-            g.bench_function(*w, |b| b.iter(|| rt(&p.sock, &req)));
+        for (w, p) in wires.iter().zip(&mut peers) {
+            g.bench_function(*w, |b| b.iter(|| rt(&mut p.sock, &req)));
         }
         g.finish();
     }
@@ -97,7 +98,7 @@ fn main() {
         let rep = reply();
         for w in wires {
             let (a, b) = SyncSocket::pair().unwrap();
-            let (a, b) = (a.with_wire(wire_of(w)), b.with_wire(wire_of(w)));
+            let (mut a, mut b) = (a.with_wire(wire_of(w)), b.with_wire(wire_of(w)));
             g.bench_function(w, |bch| {
                 bch.iter(|| {
                     a.send(&req, None).unwrap();
@@ -115,8 +116,8 @@ fn main() {
     let (rounds, n) = (9, 5_000);
     let mut results = vec![Vec::new(); wires.len()];
     for _ in 0..rounds {
-        for (i, p) in peers.iter().enumerate() {
-            results[i].push(measure(p, n, || rt(&p.sock, &req)));
+        for (i, p) in peers.iter_mut().enumerate() {
+            results[i].push(measure(p, n, |s| rt(s, &req)));
         }
     }
     println!(

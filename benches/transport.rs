@@ -70,7 +70,8 @@ fn raw_recv(sock: impl AsFd, buf: &mut [u8]) -> (usize, Option<OwnedFd>) {
 /// The peer: answer every MountPlease with a MountFd and one fd until EOF.
 fn peer(mode: &str) {
     pin_from_env();
-    let sock = SyncSocket::from_env().expect("peer: from_env");
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    let mut sock = unsafe { SyncSocket::from_env() }.expect("peer: from_env");
     let file = std::fs::File::open("/dev/null").unwrap();
     match mode {
         "procsync" => {
@@ -98,7 +99,7 @@ fn peer(mode: &str) {
 }
 
 /// A procsync round trip: send MountPlease, receive MountFd and its fd.
-fn procsync_rt(sock: &SyncSocket, req: &SyncMessage) {
+fn procsync_rt(sock: &mut SyncSocket, req: &SyncMessage) {
     sock.send(req, None).unwrap();
     let r = sock.recv().unwrap();
     black_box(r.fd.expect("MountFd carries an fd"));
@@ -135,8 +136,8 @@ fn main() {
     }
     let cpu = rustix::thread::sched_getcpu();
     pin(cpu);
-    let ps = Peer::spawn("procsync", cpu);
-    let raw = Peer::spawn("raw", cpu);
+    let mut ps = Peer::spawn("procsync", cpu);
+    let mut raw = Peer::spawn("raw", cpu);
     let req = request();
     let req_bytes = encoded(&req, false);
     let mut buf = vec![0u8; Limits::default().max_record()];
@@ -147,7 +148,7 @@ fn main() {
         .configure_from_args();
     {
         let mut g = c.benchmark_group("mount_round_trip_same_cpu");
-        g.bench_function("procsync", |b| b.iter(|| procsync_rt(&ps.sock, &req)));
+        g.bench_function("procsync", |b| b.iter(|| procsync_rt(&mut ps.sock, &req)));
         g.bench_function("raw_sendmsg_recvmsg", |b| {
             b.iter(|| raw_rt(&raw.sock, &req_bytes, &mut buf))
         });
@@ -156,7 +157,7 @@ fn main() {
     {
         // Both ends in this thread: no context switch, so the difference is
         // exactly procsync's user-space and syscall-argument overhead.
-        let (a, b) = SyncSocket::pair().unwrap();
+        let (mut a, mut b) = SyncSocket::pair().unwrap();
         let file = std::fs::File::open("/dev/null").unwrap();
         let rep = reply();
         let rep_bytes = encoded(&rep, true);
@@ -185,8 +186,8 @@ fn main() {
     let (rounds, n) = (9, 5_000);
     let (mut p, mut r) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        p.push(measure(&ps, n, || procsync_rt(&ps.sock, &req)));
-        r.push(measure(&raw, n, || raw_rt(&raw.sock, &req_bytes, &mut buf)));
+        p.push(measure(&mut ps, n, |s| procsync_rt(s, &req)));
+        r.push(measure(&mut raw, n, |s| raw_rt(s, &req_bytes, &mut buf)));
     }
     let (pw, pc, rw, rc) = (median(&p, 0), median(&p, 1), median(&r, 0), median(&r, 1));
     println!(

@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| cache.get(&uid, &gid).expect("get"))
     });
     g.bench_function("procsync_cached_prebuilt_key", |b| {
-        b.iter(|| cache.get_key(&key, &uid, &gid).expect("get"))
+        b.iter(|| cache.get_key(&key).expect("get"))
     });
     let (ut, gt) = (map_text(&uid), map_text(&gid));
     g.bench_function("runc_style_spawn_traceme", |b| {

@@ -171,7 +171,8 @@ impl ParentHandler for Extras {
 // ---------------------------------------------------------------- children
 
 fn child_session() -> Result<Child, SessionError> {
-    Ok(Child::from_env(Flow::Init)?
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    Ok(unsafe { Child::from_env(Flow::Init) }?
         .with_deadline(Duration::from_secs(10))
         .with_observer(|t| common::print_traffic("child", t, 46)))
 }

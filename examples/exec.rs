@@ -95,7 +95,8 @@ impl ParentHandler for Agent {
 }
 
 fn child() -> Res {
-    let mut child = Child::from_env(Flow::Exec)?
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    let mut child = unsafe { Child::from_env(Flow::Exec) }?
         .with_deadline(Duration::from_secs(10))
         .with_observer(|t| common::print_traffic("child", t, 16));
     child.ready()?;

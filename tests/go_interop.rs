@@ -653,7 +653,8 @@ fn rust_peer_entry() {
         return;
     };
     let dir = std::env::var(DIR_VAR).unwrap();
-    let sock = SyncSocket::from_env().expect("rust peer: from_env");
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    let sock = unsafe { SyncSocket::from_env() }.expect("rust peer: from_env");
     match role.as_str() {
         "parent-dies-at-hooks" => {
             struct DieAtHooks;

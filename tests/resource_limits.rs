@@ -262,7 +262,8 @@ fn receiver() -> i32 {
         maximum: Some(NOFILE as u64),
     };
     rustix::process::setrlimit(rustix::process::Resource::Nofile, lim).unwrap();
-    let sock = SyncSocket::from_env()
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    let mut sock = unsafe { SyncSocket::from_env() }
         .unwrap()
         .with_limits(Limits::with_max_record(MAX_RECORD));
     let mut pads = Vec::new();
@@ -272,7 +273,7 @@ fn receiver() -> i32 {
     }
     let baseline = fd_count();
     say(format!("baseline {} of {NOFILE}", baseline - 1));
-    sock.send_record(b"ready", None).unwrap();
+    sock.send_record(b"ready", None, None).unwrap();
     for case in floods() {
         let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
         let mut max_alloc = 0;
@@ -327,7 +328,7 @@ fn raw_send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
 #[test]
 fn a_flooding_peer_cannot_exhaust_the_receivers_fds_or_memory() {
     let fds_before = fd_count();
-    let (mine, theirs) = SyncSocket::pair().unwrap();
+    let (mut mine, theirs) = SyncSocket::pair().unwrap();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "limits_peer_entry",

@@ -170,8 +170,9 @@ struct ParentPlan<'a> {
 /// The procsync parent's side over the runc wire: the socket and the state
 /// machine, every message checked by the machine, until the child closes.
 /// Returns the transcript.
-fn serve(peer: &GoPeer, flow: Flow, plan: &ParentPlan<'_>) -> Vec<String> {
-    let sock = &peer.sock;
+fn serve(peer: &mut GoPeer, flow: Flow, plan: &ParentPlan<'_>) -> Vec<String> {
+    let peer_pid = peer.pid();
+    let sock = &mut peer.sock;
     let mut m = Machine::new(Role::Parent, flow);
     let mut t = Vec::new();
     loop {
@@ -229,7 +230,7 @@ fn serve(peer: &GoPeer, flow: Flow, plan: &ParentPlan<'_>) -> Vec<String> {
                 let Some(SeccompTransfer::ChildFd(n)) = rec.msg.seccomp_transfer() else {
                     panic!("runc's procSeccomp names the child's fd: {:?}", rec.msg);
                 };
-                let pid = rustix::process::Pid::from_raw(peer.pid() as i32).unwrap();
+                let pid = rustix::process::Pid::from_raw(peer_pid as i32).unwrap();
                 let pidfd =
                     rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
                 let copy = rustix::process::pidfd_getfd(
@@ -279,12 +280,12 @@ fn procsync_parent_serves_go_child_init() {
         if is_root() {
             args.extend(["-seccomp-fd", "2"]);
         }
-        let peer = GoPeer::spawn(&args, shape);
+        let mut peer = GoPeer::spawn(&args, shape);
         let plan = ParentPlan {
             open_tree: is_root().then_some(&*d2),
             ..Default::default()
         };
-        let t = serve(&peer, Flow::Init, &plan);
+        let t = serve(&mut peer, Flow::Init, &plan);
         let (code, out) = peer.finish();
         assert_eq!(code, Some(0), "{shape:?}: go child failed:\n{out}");
         let kind2 = if is_root() { "open_tree" } else { "plain-open" };
@@ -322,8 +323,8 @@ fn procsync_parent_serves_go_child_exec() {
         return;
     }
     let before = fd_count();
-    let peer = GoPeer::spawn(&["child", "-mode", "exec"], MountShape::V1_4);
-    let t = serve(&peer, Flow::Exec, &ParentPlan::default());
+    let mut peer = GoPeer::spawn(&["child", "-mode", "exec"], MountShape::V1_4);
+    let t = serve(&mut peer, Flow::Exec, &ParentPlan::default());
     let (code, out) = peer.finish();
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(t, ["Ready", "eof"]);
@@ -339,11 +340,11 @@ fn go_child_error_reaches_procsync_parent() {
         return;
     }
     let msg = "container_linux.go:42: starting init: <boom> & \"quoted\"";
-    let peer = GoPeer::spawn(
+    let mut peer = GoPeer::spawn(
         &["child", "-mode", "error", "-error-msg", msg],
         MountShape::V1_2,
     );
-    let t = serve(&peer, Flow::Init, &ParentPlan::default());
+    let t = serve(&mut peer, Flow::Init, &ParentPlan::default());
     assert_eq!(t, [format!("error {msg:?}"), "eof".into()]);
     let (code, out) = peer.finish();
     assert_eq!(code, Some(0), "{out}");
@@ -358,12 +359,12 @@ fn procsync_parent_refusal_reaches_go_child() {
     }
     let d = TempDir::new("refuse");
     let m = format!("{}:/x", &*d);
-    let peer = GoPeer::spawn(&["child", "-mode", "init", "-mount", &m], MountShape::V1_2);
+    let mut peer = GoPeer::spawn(&["child", "-mode", "init", "-mount", &m], MountShape::V1_2);
     let plan = ParentPlan {
         refuse: Some(&d),
         ..Default::default()
     };
-    let t = serve(&peer, Flow::Init, &plan);
+    let t = serve(&mut peer, Flow::Init, &plan);
     assert_eq!(t, [format!("refuse {}", &*d), "eof".into()]);
     let (code, out) = peer.finish();
     assert_eq!(code, Some(3), "the Go child reports procError:\n{out}");
@@ -384,7 +385,7 @@ impl ChildSide {
 
     fn request(
         &mut self,
-        sock: &SyncSocket,
+        sock: &mut SyncSocket,
         msg: SyncMessage,
     ) -> Result<procsync::transport::Received, TransportError> {
         self.m.on_send(msg.kind().unwrap()).unwrap();
@@ -407,25 +408,25 @@ fn procsync_child_against_go_parent_init() {
     for shape in SHAPES {
         let before = fd_count();
         let me = std::process::id().to_string();
-        let peer = GoPeer::spawn(&["parent", "-child-pid", &me], shape);
+        let mut peer = GoPeer::spawn(&["parent", "-child-pid", &me], shape);
         let mut c = ChildSide::new(Flow::Init);
         for (d, dst) in [(&d1, "/one"), (&d2, "/two")] {
             let req = SyncMessage::mount_please(Mount::bind(&**d, dst).recursive());
-            let rec = c.request(&peer.sock, req).unwrap();
+            let rec = c.request(&mut peer.sock, req).unwrap();
             let info = rec.msg.mount_fd_info().unwrap();
             assert_eq!(info.source, &**d);
             assert_eq!(info.kind(), MountSourceKind::PlainOpen);
             assert!(rec.msg.has_fd());
             assert_same_file(rec.fd.as_ref().unwrap(), d);
         }
-        let rec = c.request(&peer.sock, SyncMessage::hooks()).unwrap();
+        let rec = c.request(&mut peer.sock, SyncMessage::hooks()).unwrap();
         assert_eq!(rec.msg.kind(), Some(MessageType::HooksDone));
-        let rec = c.request(&peer.sock, SyncMessage::ready()).unwrap();
+        let rec = c.request(&mut peer.sock, SyncMessage::ready()).unwrap();
         assert_eq!(rec.msg.kind(), Some(MessageType::Run));
         let n = seccomp_src.as_raw_fd();
         if is_root() {
             let rec = c
-                .request(&peer.sock, SyncMessage::seccomp_child_fd(n))
+                .request(&mut peer.sock, SyncMessage::seccomp_child_fd(n))
                 .unwrap();
             assert_eq!(rec.msg.kind(), Some(MessageType::SeccompDone));
         }
@@ -454,9 +455,9 @@ fn procsync_child_against_go_parent_exec() {
     if peer_bin().is_none() {
         return;
     }
-    let peer = GoPeer::spawn(&["parent"], MountShape::V1_2);
+    let mut peer = GoPeer::spawn(&["parent"], MountShape::V1_2);
     let mut c = ChildSide::new(Flow::Exec);
-    let rec = c.request(&peer.sock, SyncMessage::ready()).unwrap();
+    let rec = c.request(&mut peer.sock, SyncMessage::ready()).unwrap();
     assert_eq!(rec.msg.kind(), Some(MessageType::Run));
     assert_eq!(c.m.state(), State::Running);
     let (code, out) = peer.finish();
@@ -474,11 +475,11 @@ fn errors_between_go_parent_and_procsync_child() {
     }
     // The Go parent refuses a mount: procError reaches the procsync child.
     let d = TempDir::new("fail");
-    let peer = GoPeer::spawn(&["parent", "-fail-on", &d], MountShape::V1_4);
+    let mut peer = GoPeer::spawn(&["parent", "-fail-on", &d], MountShape::V1_4);
     let mut c = ChildSide::new(Flow::Init);
     let rec = c
         .request(
-            &peer.sock,
+            &mut peer.sock,
             SyncMessage::mount_please(Mount::bind(&*d, "/x")),
         )
         .unwrap();
@@ -496,7 +497,7 @@ fn errors_between_go_parent_and_procsync_child() {
     assert_eq!(code, Some(1), "the Go parent reports the refused mount");
 
     // The procsync child fails: procError reaches the Go parent.
-    let peer = GoPeer::spawn(&["parent"], MountShape::V1_2);
+    let mut peer = GoPeer::spawn(&["parent"], MountShape::V1_2);
     let mut m = Machine::new(Role::Child, Flow::Init);
     m.on_send(MessageType::Error).unwrap();
     peer.sock
@@ -531,7 +532,7 @@ fn broken_fd_records_are_typed_errors_without_leaks() {
     ];
     for (mode, kind) in cases {
         let baseline = fd_count();
-        let peer = GoPeer::spawn(&["parent", "-misbehave", mode], MountShape::V1_2);
+        let mut peer = GoPeer::spawn(&["parent", "-misbehave", mode], MountShape::V1_2);
         let with_peer = fd_count();
         peer.sock
             .send(&SyncMessage::mount_please(Mount::bind(&*d, "/x")), None)
@@ -864,7 +865,7 @@ fn runc_pair(shape: MountShape) -> (SyncSocket, SyncSocket) {
 #[test]
 fn records_on_the_socket_are_runcs() {
     let _g = serial();
-    let (child, parent) = runc_pair(MountShape::V1_4);
+    let (mut child, parent) = runc_pair(MountShape::V1_4);
     let raw = SyncSocket::pair().unwrap();
     drop(raw);
     child
@@ -875,7 +876,7 @@ fn records_on_the_socket_are_runcs() {
         .unwrap();
     // Read it raw off the other end: one JSON record, runc 1.4's layout.
     let mut buf = Vec::new();
-    let parent_raw = parent;
+    let mut parent_raw = parent;
     let rec = parent_raw.recv_record(&mut buf, 0, deadline()).unwrap();
     assert!(rec.fds.is_empty());
     assert_eq!(
@@ -907,7 +908,7 @@ fn a_mount_fd_round_trip_in_process() {
     let _g = serial();
     for shape in SHAPES {
         let before = fd_count();
-        let (child, parent) = runc_pair(shape);
+        let (mut child, mut parent) = runc_pair(shape);
         let req = SyncMessage::mount_please(Mount::bind("/tmp", "/data").recursive());
         child.send(&req, None).unwrap();
         let got = parent.recv().unwrap();
@@ -930,7 +931,7 @@ fn a_mount_fd_round_trip_in_process() {
 #[test]
 fn send_refusals_are_local_and_send_nothing() {
     let _g = serial();
-    let (a, b) = runc_pair(MountShape::V1_2);
+    let (mut a, mut b) = runc_pair(MountShape::V1_2);
     let file = File::open("/dev/null").unwrap();
     // runc sends a seccomp fd number, never the fd.
     let err = a
@@ -956,7 +957,7 @@ fn send_refusals_are_local_and_send_nothing() {
         .unwrap_err();
     assert!(matches!(err, TransportError::RuncEncode(_)), "{err:?}");
     // A source whose name record would exceed the record limit.
-    let small = SyncSocket::pair()
+    let mut small = SyncSocket::pair()
         .unwrap()
         .0
         .with_limits(procsync::wire::Limits::with_max_record(64))
@@ -984,15 +985,15 @@ fn half_messages_end_typed() {
     let _g = serial();
     let header = br#"{"type":"procMountFd","flags":1,"arg":{"type":"open_tree"}}"#;
     // The fd record does not come in time: Timeout.
-    let (a, b) = runc_pair(MountShape::V1_2);
-    a.send_record(header, None).unwrap();
+    let (mut a, mut b) = runc_pair(MountShape::V1_2);
+    a.send_record(header, None, None).unwrap();
     let err = b
         .recv_deadline(Some(Instant::now() + Duration::from_millis(50)))
         .unwrap_err();
     assert!(matches!(err, TransportError::Timeout { .. }), "{err:?}");
     // The peer closes instead: missing-fd, not an orderly close.
-    let (a, b) = runc_pair(MountShape::V1_2);
-    a.send_record(header, None).unwrap();
+    let (mut a, mut b) = runc_pair(MountShape::V1_2);
+    a.send_record(header, None, None).unwrap();
     drop(a);
     let err = b.recv().unwrap_err();
     assert_eq!(err.origin(), Origin::Peer);
@@ -1006,19 +1007,23 @@ fn half_messages_end_typed() {
     assert!(matches!(b.recv(), Err(TransportError::PeerClosed)));
     // A name record with a NUL, and one that is empty-after-HasFd on a
     // type without fds.
-    let (a, b) = runc_pair(MountShape::V1_2);
+    let (mut a, mut b) = runc_pair(MountShape::V1_2);
     let file = File::open("/dev/null").unwrap();
     let before = fd_count();
-    a.send_record(header, None).unwrap();
-    a.send_record(b"/a\0b", Some(file.as_fd())).unwrap();
+    a.send_record(header, None, None).unwrap();
+    a.send_record(b"/a\0b", Some(file.as_fd()), None).unwrap();
     let err = b.recv().unwrap_err();
     assert!(
         matches!(&err, TransportError::RuncDecode(e) if e.kind() == RuncErrorKind::FdNameInvalid),
         "{err:?}"
     );
     // An fd on a JSON record that is fine by itself.
-    a.send_record(br#"{"type":"procReady","flags":0}"#, Some(file.as_fd()))
-        .unwrap();
+    a.send_record(
+        br#"{"type":"procReady","flags":0}"#,
+        Some(file.as_fd()),
+        None,
+    )
+    .unwrap();
     let err = b.recv().unwrap_err();
     assert!(
         matches!(
@@ -1031,7 +1036,7 @@ fn half_messages_end_typed() {
         "{err:?}"
     );
     assert_eq!(fd_count(), before);
-    a.send_record(br#"{"type":"procRun","flags":1}"#, None)
+    a.send_record(br#"{"type":"procRun","flags":1}"#, None, None)
         .unwrap();
     let err = b.recv().unwrap_err();
     assert!(
@@ -1044,7 +1049,7 @@ fn half_messages_end_typed() {
 #[test]
 fn an_expected_source_is_checked_only_after_a_request() {
     let _g = serial();
-    let (child, parent) = runc_pair(MountShape::V1_2);
+    let (mut child, mut parent) = runc_pair(MountShape::V1_2);
     let dir = File::open("/").unwrap();
     // No MountPlease sent on this socket: any well-formed name is taken.
     parent
@@ -1078,8 +1083,8 @@ fn an_expected_source_is_checked_only_after_a_request() {
 #[test]
 fn native_and_runc_ends_do_not_understand_each_other() {
     let _g = serial();
-    let (a, b) = SyncSocket::pair().unwrap();
-    let b = b.with_wire(Wire::Runc(MountShape::V1_2));
+    let (mut a, b) = SyncSocket::pair().unwrap();
+    let mut b = b.with_wire(Wire::Runc(MountShape::V1_2));
     assert_eq!(a.wire(), Wire::Native);
     a.send(&SyncMessage::ready(), None).unwrap();
     let err = b.recv().unwrap_err();
@@ -1089,34 +1094,4 @@ fn native_and_runc_ends_do_not_understand_each_other() {
     );
     b.send(&SyncMessage::run(), None).unwrap();
     assert!(matches!(a.recv(), Err(TransportError::Decode(_))));
-}
-
-#[test]
-fn concurrent_senders_never_interleave_the_two_records() {
-    let _g = serial();
-    let (tx, rx) = runc_pair(MountShape::V1_2);
-    let before = fd_count();
-    const N: usize = 300;
-    std::thread::scope(|sc| {
-        for src in ["/", "/tmp"] {
-            let tx = &tx;
-            sc.spawn(move || {
-                let file = File::open(src).unwrap();
-                let msg = SyncMessage::mount_fd(MountSourceKind::PlainOpen, src);
-                for _ in 0..N {
-                    tx.send(&msg, Some(file.as_fd())).unwrap();
-                }
-            });
-        }
-        // Each message's name record must carry that message's fd.
-        let mut seen = [0usize; 2];
-        for _ in 0..2 * N {
-            let got = rx.recv_deadline(deadline()).unwrap();
-            let src = got.msg.mount_fd_info().unwrap().source.clone();
-            assert_same_file(got.fd.as_ref().unwrap(), &src);
-            seen[usize::from(src == "/tmp")] += 1;
-        }
-        assert_eq!(seen, [N, N]);
-    });
-    assert_eq!(fd_count(), before);
 }

@@ -101,7 +101,8 @@ fn child_main(role: &str) -> Result<(), Box<dyn std::error::Error>> {
         let v: Vec<&str> = dirs.split(':').collect();
         (PathBuf::from(v[0]), v[1].to_string(), v[2].to_string())
     };
-    let mut child = Child::from_env(Flow::Init)?.with_deadline(Duration::from_secs(20));
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    let mut child = unsafe { Child::from_env(Flow::Init) }?.with_deadline(Duration::from_secs(20));
     match role {
         "attach" => {
             // Started by `unshare -m --propagation private`: a private mount

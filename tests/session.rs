@@ -490,7 +490,7 @@ fn fail_never_writes_to_a_closed_connection() {
     let before = fd_count();
 
     // The parent shut down its sending side: it reads no more.
-    let (parent, sock) = SyncSocket::pair().unwrap();
+    let (mut parent, sock) = SyncSocket::pair().unwrap();
     let mut child = Child::new(sock, Flow::Init);
     parent.shutdown_write().unwrap();
     let e = child.fail("mount failed").unwrap_err();
@@ -524,7 +524,7 @@ fn fail_never_writes_to_a_closed_connection() {
     drop(child);
 
     // The child saw the close while waiting for Run: Ready went out, then nothing.
-    let (parent, sock) = SyncSocket::pair().unwrap();
+    let (mut parent, sock) = SyncSocket::pair().unwrap();
     let mut child = Child::new(sock, Flow::Exec);
     parent.shutdown_write().unwrap();
     assert!(matches!(child.ready(), Err(SessionError::Violation(_))));
@@ -544,7 +544,7 @@ fn fail_never_writes_to_a_closed_connection() {
 fn a_call_the_protocol_forbids_is_refused_locally_and_not_sent() {
     let _g = serial();
     let before = fd_count();
-    let (parent, sock) = SyncSocket::pair().unwrap();
+    let (mut parent, sock) = SyncSocket::pair().unwrap();
     let mut child = Child::new(sock, Flow::Init);
     let e = child.ready().unwrap_err();
     assert!(matches!(e, SessionError::Misuse(_)), "{e:?}");
@@ -573,7 +573,7 @@ fn a_call_the_protocol_forbids_is_refused_locally_and_not_sent() {
 fn a_mount_fd_for_another_source_is_rejected_and_closed() {
     let _g = serial();
     let before = fd_count();
-    let (parent, sock) = SyncSocket::pair().unwrap();
+    let (mut parent, sock) = SyncSocket::pair().unwrap();
     let t = std::thread::spawn(move || {
         let req = parent.recv().unwrap();
         assert_eq!(req.msg.mount().unwrap().source, "/srv/a");
@@ -785,7 +785,7 @@ fn a_handler_error_longer_than_the_default_limit_reaches_the_child() {
 #[test]
 fn a_child_fail_text_longer_than_the_limit_is_cut_to_fit() {
     let _g = serial();
-    let (a, b) = SyncSocket::pair().unwrap();
+    let (mut a, b) = SyncSocket::pair().unwrap();
     let limits = procsync::wire::Limits::with_max_record(64);
     let mut child = Child::new(b.with_limits(limits), Flow::Init);
     child.fail("é".repeat(1000)).unwrap();

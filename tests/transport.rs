@@ -16,7 +16,10 @@ use common::*;
 use procsync::schema::{
     IdMap, IdMapping, MessageType, Mount, MountSourceKind, SyncMessage, FLAG_HAS_FD,
 };
-use procsync::transport::{Origin, SyncSocket, TransportError, ENV_SYNC_FD};
+use procsync::transport::{
+    deadline_after, pidfd, Origin, SyncSocket, TransportError, TransportErrorKind, ENV_SYNC_FD,
+};
+use procsync::wire::ErrorKind;
 use procsync::wire::{native, DecodeError, EncodeError, Limits, ValidationError};
 use rustix::io::FdFlags;
 
@@ -46,7 +49,7 @@ fn same_file(a: impl AsFd, b: impl AsFd) -> bool {
 #[test]
 fn every_kind_round_trips_across_processes() {
     let _g = serial();
-    let (child, parent) = spawn_peer("echo");
+    let (child, mut parent) = spawn_peer("echo");
     let file = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
     let mount = Mount::bind("/var/lib/data", "/data")
         .recursive()
@@ -101,7 +104,7 @@ fn every_kind_round_trips_across_processes() {
 #[test]
 fn has_fd_is_set_by_the_codec_iff_an_fd_is_attached() {
     let _g = serial();
-    let (a, b) = SyncSocket::pair().unwrap();
+    let (mut a, mut b) = SyncSocket::pair().unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
     let mut buf = Vec::new();
 
@@ -166,7 +169,7 @@ fn has_fd_is_set_by_the_codec_iff_an_fd_is_attached() {
 #[test]
 fn oversize_and_empty_records_are_refused_before_any_syscall() {
     let _g = serial();
-    let (a, b) = SyncSocket::pair().unwrap();
+    let (mut a, mut b) = SyncSocket::pair().unwrap();
     let e = a
         .send(&SyncMessage::error("x".repeat(70_000)), None)
         .unwrap_err();
@@ -182,7 +185,7 @@ fn oversize_and_empty_records_are_refused_before_any_syscall() {
         "{e:?}"
     );
     assert_eq!(e.origin(), Origin::Local);
-    let e = a.send_record(&[1u8; 70_000], None).unwrap_err();
+    let e = a.send_record(&[1u8; 70_000], None, None).unwrap_err();
     assert!(
         matches!(
             e,
@@ -193,10 +196,10 @@ fn oversize_and_empty_records_are_refused_before_any_syscall() {
         ),
         "{e:?}"
     );
-    let e = a.send_record(&[], None).unwrap_err();
+    let e = a.send_record(&[], None, None).unwrap_err();
     assert!(matches!(e, TransportError::EmptyRecord), "{e:?}");
     // A tighter limit applies to sending too.
-    let a = a.with_limits(Limits::with_max_record(64));
+    let mut a = a.with_limits(Limits::with_max_record(64));
     assert_eq!(a.limits().max_record(), 64);
     let e = a
         .send(&SyncMessage::error("y".repeat(100)), None)
@@ -223,7 +226,7 @@ fn malformed(
     check: impl Fn(&TransportError) -> bool,
 ) -> (std::process::Child, SyncSocket) {
     let (child, parent) = spawn_peer(&format!("raw:{case}"));
-    let parent = parent.with_limits(limits);
+    let mut parent = parent.with_limits(limits);
     let before = fd_count();
     let e = parent.recv_deadline(soon(10_000)).unwrap_err();
     assert!(check(&e), "{case}: unexpected error {e:?}");
@@ -284,7 +287,7 @@ fn two_fds_in_one_record_are_rejected_and_closed() {
 fn three_fds_into_a_one_fd_buffer_are_counted_and_closed() {
     let _g = serial();
     // Through recv(): the codec names the type and the real count.
-    let (c, p) = malformed("three-fds", Limits::default(), |e| {
+    let (c, mut p) = malformed("three-fds", Limits::default(), |e| {
         matches!(
             e,
             TransportError::Decode(DecodeError::Invalid(ValidationError::TooManyFds {
@@ -318,7 +321,7 @@ fn fds_beyond_the_control_buffer_are_control_truncated_and_closed() {
 #[test]
 fn an_oversize_record_is_drained_and_its_fd_closed() {
     let _g = serial();
-    let (c, p) = malformed("big", Limits::default(), |e| {
+    let (c, mut p) = malformed("big", Limits::default(), |e| {
         matches!(
             e,
             TransportError::Truncated {
@@ -337,7 +340,7 @@ fn an_oversize_record_is_drained_and_its_fd_closed() {
 fn a_record_larger_than_the_receive_buffer_is_truncated() {
     let _g = serial();
     let size = native::encoded_len(&SyncMessage::error("x".repeat(195)), false);
-    let (c, p) = malformed(
+    let (c, mut p) = malformed(
         "error-200",
         Limits::with_max_record(64),
         |e| matches!(e, TransportError::Truncated { size: s, max: 64 } if *s == size),
@@ -352,7 +355,7 @@ fn a_record_larger_than_the_receive_buffer_is_truncated() {
 #[test]
 fn a_zero_length_record_reads_as_peer_closed() {
     let _g = serial();
-    let (mut c, p) = malformed("zero", Limits::default(), |e| {
+    let (mut c, mut p) = malformed("zero", Limits::default(), |e| {
         matches!(e, TransportError::PeerClosed)
     });
     // The socket is still open: the empty record alone read as EOF, and
@@ -383,7 +386,7 @@ fn garbage_with_an_fd_is_a_decode_error_and_the_fd_is_closed() {
 #[test]
 fn credentials_control_messages_are_skipped() {
     let _g = serial();
-    let (a, b) = SyncSocket::pair().unwrap();
+    let (mut a, mut b) = SyncSocket::pair().unwrap();
     rustix::net::sockopt::set_socket_passcred(&b, true).unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
     let before = fd_count();
@@ -462,7 +465,7 @@ fn from_fd_refuses_anything_but_a_unix_seqpacket_socket() {
 #[test]
 fn a_sigkilled_peer_ends_the_wait_instead_of_hanging() {
     let _g = serial();
-    let (mut child, parent) = spawn_peer("stall");
+    let (mut child, mut parent) = spawn_peer("stall");
     parent
         .send(&SyncMessage::mount_please(Mount::bind("/a", "/b")), None)
         .unwrap();
@@ -487,7 +490,7 @@ fn a_sigkilled_peer_ends_the_wait_instead_of_hanging() {
 #[test]
 fn the_deadline_is_honoured() {
     let _g = serial();
-    let (child, parent) = spawn_peer("stall");
+    let (child, mut parent) = spawn_peer("stall");
     let start = Instant::now();
     let e = parent.recv_deadline(soon(150)).unwrap_err();
     let took = start.elapsed();
@@ -501,7 +504,7 @@ fn the_deadline_is_honoured() {
     );
     assert_eq!(e.origin(), Origin::Peer);
     // A deadline already past still takes a record that is there.
-    let (a, b) = SyncSocket::pair().unwrap();
+    let (mut a, mut b) = SyncSocket::pair().unwrap();
     a.send(&SyncMessage::hooks(), None).unwrap();
     assert_eq!(
         b.recv_deadline(Some(Instant::now())).unwrap().msg,
@@ -519,7 +522,7 @@ fn the_deadline_is_honoured() {
 #[test]
 fn signals_during_a_wait_neither_end_it_early_nor_break_it() {
     let _g = serial();
-    let (child, parent) = spawn_peer("eintr");
+    let (child, mut parent) = spawn_peer("eintr");
     let mut buf = Vec::new();
     parent.recv_record(&mut buf, 0, soon(10_000)).unwrap();
     assert_eq!(std::str::from_utf8(&buf).unwrap(), "timeout-ok");
@@ -587,7 +590,7 @@ fn pass_to_child_hands_over_exactly_one_fd() {
     // Some unrelated open fds in the parent, all close-on-exec as std makes them.
     let _f1 = std::fs::File::open("/dev/null").unwrap();
     let _p = SyncSocket::pair().unwrap();
-    let (parent, child_end) = SyncSocket::pair().unwrap();
+    let (mut parent, child_end) = SyncSocket::pair().unwrap();
     let mut cmd = peer_command("list-fds");
     child_end.pass_to_child(&mut cmd).unwrap();
     let child = cmd.spawn().unwrap();
@@ -660,6 +663,10 @@ fn from_env_validates_and_removes_the_variable() {
         ("99999999999", "fd number out of range"),
         ("2", "fd 0, 1 and 2 are stdio"),
         ("0", "fd 0, 1 and 2 are stdio"),
+        ("1", "fd 0, 1 and 2 are stdio"),
+        ("00", "leading zero"),
+        ("007", "leading zero"),
+        ("0100", "leading zero"),
         ("1000", "not an open fd"),
     ] {
         let r = from_env_with(Some(v), None);
@@ -692,7 +699,7 @@ fn from_env_validates_and_removes_the_variable() {
 #[test]
 fn shutdown_write_ends_the_protocol_but_not_the_other_direction() {
     let _g = serial();
-    let (parent, child) = SyncSocket::pair().unwrap();
+    let (mut parent, mut child) = SyncSocket::pair().unwrap();
     parent.send(&SyncMessage::run(), None).unwrap();
     parent.shutdown_write().unwrap();
     assert_eq!(
@@ -722,10 +729,10 @@ fn shutdown_write_ends_the_protocol_but_not_the_other_direction() {
 #[test]
 fn a_non_blocking_fd_still_blocks_in_recv() {
     let _g = serial();
-    let (a, b) = SyncSocket::pair().unwrap();
+    let (mut a, b) = SyncSocket::pair().unwrap();
     let b = OwnedFd::from(b);
     rustix::io::ioctl_fionbio(&b, true).unwrap();
-    let b = SyncSocket::from_fd(b).unwrap();
+    let mut b = SyncSocket::from_fd(b).unwrap();
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
         a.send(&SyncMessage::ready(), None).unwrap();
@@ -740,8 +747,437 @@ fn a_non_blocking_fd_still_blocks_in_recv() {
 #[test]
 fn send_to_a_closed_peer_is_peer_closed_not_sigpipe() {
     let _g = serial();
-    let (a, b) = SyncSocket::pair().unwrap();
+    let (mut a, b) = SyncSocket::pair().unwrap();
     drop(b);
     let e = a.send(&SyncMessage::ready(), None).unwrap_err();
     assert!(matches!(e, TransportError::PeerClosed), "{e:?}");
+}
+
+/// A raw record with `fds` attached, sent by hand (tests/common's raw_send).
+fn raw(sock: &SyncSocket, bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) {
+    raw_send(sock.as_fd(), bytes, fds);
+}
+
+fn set_int_opt(sock: &SyncSocket, opt: libc::c_int) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `one`, which
+    // lives across the call; the socket is open.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Regression (issue 12.1): `SCM_PIDFD` was spelled with `SO_PASSPIDFD`'s
+/// option number, so with `SO_PASSPIDFD` on the receiver every record
+/// failed as unexpected-control and the pidfd leaked, zero-length records
+/// included.
+#[test]
+fn so_passpidfd_on_the_receiver_closes_the_pidfd_and_accepts_records() {
+    let _g = serial();
+    let (mut a, mut b) = SyncSocket::pair().unwrap();
+    if let Err(e) = set_int_opt(&b, libc::SO_PASSPIDFD) {
+        println!("SKIP: SO_PASSPIDFD needs Linux 6.5: {e}");
+        return;
+    }
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let before = fd_count();
+    for _ in 0..3 {
+        a.send(
+            &SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/dev/null"),
+            Some(file.as_fd()),
+        )
+        .unwrap();
+        let got = b.recv_deadline(soon(1000)).unwrap();
+        assert!(same_file(got.fd.as_ref().unwrap(), &file));
+        drop(got);
+        a.send(&SyncMessage::ready(), None).unwrap();
+        assert_eq!(
+            b.recv_deadline(soon(1000)).unwrap().msg,
+            SyncMessage::ready()
+        );
+        assert_eq!(fd_count(), before, "the pidfds are closed");
+    }
+    // Raw records too, and a zero-length one: end-of-file, pidfd closed,
+    // the socket still usable.
+    let mut buf = Vec::new();
+    raw(&a, b"x", &[]);
+    b.recv_record(&mut buf, 0, soon(1000)).unwrap();
+    raw(&a, &[], &[]);
+    let e = b.recv_deadline(soon(1000)).unwrap_err();
+    assert!(matches!(e, TransportError::PeerClosed), "{e:?}");
+    assert_eq!(fd_count(), before, "the empty record's pidfd is closed");
+    // An invalid record's pidfd is closed with its fds.
+    raw(&a, &[0x05, 0x08, 0x07], &[file.as_fd()]);
+    let e = b.recv_deadline(soon(1000)).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        TransportErrorKind::Wire(ErrorKind::LengthMismatch)
+    );
+    assert_eq!(fd_count(), before);
+}
+
+/// Regression (issue 12.1): `SCM_SECURITY` was spelled `0x1d`, which is
+/// `SCM_TIMESTAMP`, so with `SO_TIMESTAMP` on the receiver a timestamp
+/// control message was accepted. The protocol knows no timestamp: it is
+/// `unexpected-control` (origin os), and the record's fds are closed.
+#[test]
+fn so_timestamp_on_the_receiver_is_unexpected_control_and_fds_are_closed() {
+    let _g = serial();
+    let (mut a, mut b) = SyncSocket::pair().unwrap();
+    set_int_opt(&b, libc::SO_TIMESTAMP).unwrap();
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let before = fd_count();
+    a.send(
+        &SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/dev/null"),
+        Some(file.as_fd()),
+    )
+    .unwrap();
+    let e = b.recv_deadline(soon(1000)).unwrap_err();
+    assert!(
+        matches!(e, TransportError::UnexpectedControl { level, kind }
+            if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMP),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), TransportErrorKind::UnexpectedControl);
+    assert_eq!(e.kind().as_str(), "unexpected-control");
+    assert_eq!(e.origin(), Origin::Os);
+    assert_eq!(fd_count(), before, "the fd that came with it is closed");
+}
+
+/// `SO_PASSSEC`: the kernel adds `SCM_SECURITY` (type 3, no fd) only when a
+/// security module labels the peer; either way records are accepted.
+#[test]
+fn so_passsec_on_the_receiver_accepts_records() {
+    let _g = serial();
+    let (mut a, mut b) = SyncSocket::pair().unwrap();
+    set_int_opt(&b, libc::SO_PASSSEC).unwrap();
+    set_int_opt(&b, libc::SO_PASSCRED).unwrap();
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let before = fd_count();
+    a.send(
+        &SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/dev/null"),
+        Some(file.as_fd()),
+    )
+    .unwrap();
+    let got = b.recv_deadline(soon(1000)).unwrap();
+    assert!(same_file(got.fd.as_ref().unwrap(), &file));
+    drop(got);
+    assert_eq!(fd_count(), before);
+}
+
+/// Regression (issue 12.14): a zero-length record that carries fds is the
+/// peer's violation, `empty-record` (§3 rule 1 comes first), not
+/// end-of-file and not `too-many-fds`; every fd is closed, and the socket
+/// stays usable.
+#[test]
+fn a_zero_length_record_with_fds_is_empty_record_and_all_fds_are_closed() {
+    let _g = serial();
+    let (a, mut b) = SyncSocket::pair().unwrap();
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let before = fd_count();
+    for n in [1usize, 3, 20, 60] {
+        let fds = vec![file.as_fd(); n];
+        raw(&a, &[], &fds);
+        let e = b.recv_deadline(soon(1000)).unwrap_err();
+        assert!(
+            matches!(e, TransportError::Decode(DecodeError::Empty)),
+            "{n} fds: {e:?}"
+        );
+        assert_eq!(e.kind().as_str(), "empty-record");
+        assert_eq!(e.origin(), Origin::Peer);
+        assert_eq!(fd_count(), before, "{n} fds: all closed");
+    }
+    raw(&a, &encoded(&SyncMessage::ready(), false), &[]);
+    assert_eq!(
+        b.recv_deadline(soon(1000)).unwrap().msg,
+        SyncMessage::ready()
+    );
+}
+
+/// Regression (issue 12.5): `send_record` had no deadline and blocked for
+/// ever on a full socket.
+#[test]
+fn send_record_is_bounded_by_its_deadline() {
+    let _g = serial();
+    let (mut a, _b) = SyncSocket::pair().unwrap();
+    let rec = vec![7u8; 8000];
+    let mut sent = 0;
+    let start = Instant::now();
+    let e = loop {
+        match a.send_record(&rec, None, soon(200)) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 100_000, "socket never filled");
+    };
+    assert!(matches!(e, TransportError::SendTimeout { .. }), "{e:?}");
+    assert_eq!(e.kind().as_str(), "send-timeout");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+/// Regression (issue 12.4, transport part): a deadline past the end of
+/// time is no deadline, never a panic.
+#[test]
+fn huge_deadlines_saturate() {
+    assert_eq!(deadline_after(Duration::MAX), None);
+    assert!(deadline_after(Duration::from_secs(5)).is_some());
+    let (mut a, mut b) = SyncSocket::pair().unwrap();
+    a.send_deadline(&SyncMessage::ready(), None, deadline_after(Duration::MAX))
+        .unwrap();
+    assert_eq!(
+        b.recv_deadline(deadline_after(Duration::MAX)).unwrap().msg,
+        SyncMessage::ready()
+    );
+}
+
+/// The single-attempt primitives: `try_recv` is `None` on an empty
+/// socket; `try_send` on a full one is `WouldBlock` with nothing sent, and
+/// every record that did go arrives whole.
+#[test]
+fn try_send_and_try_recv_never_wait_and_never_half_send() {
+    let _g = serial();
+    let (mut a, mut b) = SyncSocket::pair().unwrap();
+    assert!(b.try_recv().unwrap().is_none());
+    let mut buf = Vec::new();
+    assert!(b.try_recv_record(&mut buf, 0).unwrap().is_none());
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let before = fd_count();
+    let msg = SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/x".repeat(1000));
+    let mut sent = 0usize;
+    let e = loop {
+        match a.try_send(&msg, Some(file.as_fd())) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 100_000, "socket never filled");
+    };
+    assert!(matches!(e, TransportError::WouldBlock), "{e:?}");
+    assert_eq!(e.kind().as_str(), "would-block");
+    assert!(!a.has_pending_send());
+    let e = a.try_send_record(b"x", None).unwrap_err();
+    assert!(matches!(e, TransportError::WouldBlock), "{e:?}");
+    let mut got = 0usize;
+    while let Some(r) = b.try_recv().unwrap() {
+        assert_eq!(
+            r.msg.mount_fd_info().unwrap().source,
+            msg.mount_fd_info().unwrap().source
+        );
+        assert!(r.fd.is_some());
+        got += 1;
+    }
+    assert_eq!(
+        got, sent,
+        "every record that was sent arrived, nothing else"
+    );
+    assert_eq!(fd_count(), before);
+    // Room again: a single attempt goes through.
+    a.try_send(&SyncMessage::ready(), None).unwrap();
+    assert_eq!(b.try_recv().unwrap().unwrap().msg, SyncMessage::ready());
+}
+
+#[test]
+fn peer_hung_up_sees_close_and_shutdown_without_reading() {
+    let _g = serial();
+    let (mut a, b) = SyncSocket::pair().unwrap();
+    assert!(!b.peer_hung_up().unwrap());
+    a.send(&SyncMessage::ready(), None).unwrap();
+    a.shutdown_write().unwrap();
+    assert!(b.peer_hung_up().unwrap());
+    let mut b = b;
+    // The record sent before is still there.
+    assert_eq!(
+        b.recv_deadline(soon(1000)).unwrap().msg,
+        SyncMessage::ready()
+    );
+    let (c, d) = SyncSocket::pair().unwrap();
+    drop(c);
+    assert!(d.peer_hung_up().unwrap());
+}
+
+#[test]
+fn pidfd_helpers_open_watch_and_copy() {
+    let _g = serial();
+    let mut child = peer_command("hold").stdout(Stdio::null()).spawn().unwrap();
+    let pfd = pidfd::open(&child).unwrap();
+    assert!(!pidfd::exited(pfd.as_fd()).unwrap());
+    // Copy the child's stdin (fd 0) into this process.
+    let copy = pidfd::get_fd(pfd.as_fd(), 0).unwrap();
+    assert!(is_cloexec(&copy));
+    let by_pid = pidfd::open_pid(child.id()).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(pidfd::exited(pfd.as_fd()).unwrap());
+    assert!(pidfd::exited(by_pid.as_fd()).unwrap());
+    let (mut s, _t) = SyncSocket::pair().unwrap();
+    assert!(s.peer_pidfd().is_none());
+    s.set_peer_pidfd(pfd);
+    assert!(s.peer_pidfd().is_some());
+    let e = s.recv().unwrap_err();
+    assert!(matches!(e, TransportError::PeerDied), "{e:?}");
+    assert_eq!(e.kind().as_str(), "peer-died");
+}
+
+/// Regression (issue 12.6): an `O_PATH` fd is `not-seqpacket`, not `io`.
+#[test]
+fn an_o_path_fd_is_not_seqpacket() {
+    let _g = serial();
+    let before = fd_count();
+    let fd = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let e = SyncSocket::from_fd(fd).unwrap_err();
+    assert!(
+        matches!(&e, TransportError::NotSeqpacket { found, .. } if found.contains("O_PATH")),
+        "{e:?}"
+    );
+    assert_eq!(e.kind().as_str(), "not-seqpacket");
+    assert_eq!(fd_count(), before);
+}
+
+fn from_env_dup_with(value: &str, extra: &OwnedFd) -> String {
+    let mut cmd = peer_command("from-env-dup");
+    cmd.env(ENV_SYNC_FD, value);
+    rustix::io::fcntl_setfd(extra, FdFlags::empty()).unwrap();
+    let out = cmd.stdout(Stdio::piped()).output().unwrap();
+    rustix::io::fcntl_setfd(extra, FdFlags::CLOEXEC).unwrap();
+    let s = String::from_utf8(out.stdout).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no result in {s:?}"))
+        .to_string()
+}
+
+/// Regression (issue 12.6): the safe variant never closes the fd it is
+/// pointed at, and leaves the environment alone.
+#[test]
+fn from_env_dup_never_closes_the_named_fd() {
+    let _g = serial();
+    let (pr, _pw) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    let r = from_env_dup_with(&pr.as_raw_fd().to_string(), &pr);
+    assert_eq!(r, "not-seqpacket var=true orig_open=true");
+    let (q1, _q2) = SyncSocket::pair().unwrap();
+    let q1 = OwnedFd::from(q1);
+    let r = from_env_dup_with(&q1.as_raw_fd().to_string(), &q1);
+    assert_eq!(r, "ok dup=true var=true orig_open=true");
+    let r = from_env_dup_with("0", &q1);
+    assert_eq!(r, "env-invalid var=true orig_open=true");
+}
+
+#[test]
+fn error_kinds_have_stable_names() {
+    use TransportErrorKind as K;
+    for (k, name) in [
+        (K::PeerClosed, "peer-closed"),
+        (K::PeerDied, "peer-died"),
+        (K::Timeout, "timeout"),
+        (K::SendTimeout, "send-timeout"),
+        (K::WouldBlock, "would-block"),
+        (K::UnexpectedControl, "unexpected-control"),
+        (K::NotSeqpacket, "not-seqpacket"),
+        (K::EnvNotSet, "env-not-set"),
+        (K::EnvInvalid, "env-invalid"),
+        (K::WriteShutdown, "write-shutdown"),
+        (K::StdioFd, "stdio-fd"),
+        (K::Io, "io"),
+        (K::Wire(ErrorKind::TooManyFds), "too-many-fds"),
+    ] {
+        assert_eq!(k.as_str(), name);
+        assert_eq!(k.to_string(), name);
+    }
+    let e = TransportError::Truncated { size: 9, max: 8 };
+    assert_eq!((e.kind().as_str(), e.origin()), ("too-large", Origin::Peer));
+    let e = TransportError::ControlTruncated;
+    assert_eq!(
+        (e.kind().as_str(), e.origin()),
+        ("too-many-fds", Origin::Peer)
+    );
+    let e = TransportError::RecordTooLarge { size: 9, max: 8 };
+    assert_eq!(
+        (e.kind().as_str(), e.origin()),
+        ("too-large", Origin::Local)
+    );
+    let e = TransportError::EmptyRecord;
+    assert_eq!(
+        (e.kind().as_str(), e.origin()),
+        ("empty-record", Origin::Local)
+    );
+    // Display does not repeat the source's text.
+    let e = TransportError::Io {
+        op: "recvmsg",
+        source: std::io::Error::from_raw_os_error(libc::EBADF),
+    };
+    assert_eq!(e.to_string(), "recvmsg failed");
+    assert!(std::error::Error::source(&e).is_some());
+}
+
+/// Regression (issue 12.3): on the runc wire a send into a full socket is
+/// bounded by its deadline like on the native wire (it used to block on a
+/// lock another sender held, ignoring the deadline).
+#[cfg(feature = "runc-compat")]
+#[test]
+fn runc_wire_sends_are_bounded_and_receives_resume() {
+    use procsync::transport::Wire;
+    use procsync::wire::runc::MountShape;
+    let _g = serial();
+    let (a, b) = SyncSocket::pair().unwrap();
+    let mut a = a.with_wire(Wire::Runc(MountShape::V1_2));
+    let mut b = b.with_wire(Wire::Runc(MountShape::V1_2));
+    let big = SyncMessage::error("z".repeat(8000));
+    let start = Instant::now();
+    let mut sent = 0;
+    let e = loop {
+        match a.send_deadline(&big, None, soon(200)) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 100_000, "socket never filled");
+    };
+    assert!(matches!(e, TransportError::SendTimeout { .. }), "{e:?}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let mut got = 0;
+    while let Some(r) = b.try_recv().unwrap() {
+        assert_eq!(r.msg, big);
+        got += 1;
+    }
+    assert_eq!(got, sent);
+
+    // A receive that has the JSON record of a HasFd message but not yet its
+    // fd record keeps the first and resumes (single attempt and deadline).
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let before = fd_count();
+    b.send(
+        &SyncMessage::mount_please(Mount::bind("/dev/null", "/x")),
+        None,
+    )
+    .unwrap();
+    assert!(a.recv_deadline(soon(1000)).unwrap().msg.mount().is_some());
+    let header = br#"{"type":"procMountFd","flags":1,"arg":{"type":"open_tree"}}"#;
+    a.send_record(header, None, soon(1000)).unwrap();
+    assert!(b.try_recv().unwrap().is_none());
+    let e = b.recv_deadline(soon(30)).unwrap_err();
+    assert!(matches!(e, TransportError::Timeout { .. }), "{e:?}");
+    a.send_record(b"/dev/null", Some(file.as_fd()), soon(1000))
+        .unwrap();
+    let r = b
+        .try_recv()
+        .unwrap()
+        .expect("the fd record completes the message");
+    assert_eq!(r.msg.mount_fd_info().unwrap().source, "/dev/null");
+    assert!(same_file(r.fd.as_ref().unwrap(), &file));
+    drop(r);
+    assert_eq!(fd_count(), before);
 }

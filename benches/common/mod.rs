@@ -84,9 +84,9 @@ impl Peer {
 
 /// Wall and CPU (this thread + the peer) nanoseconds per round trip `rt`
 /// over `n`, after 200 warm-up round trips.
-pub fn measure(peer: &Peer, n: u32, mut rt: impl FnMut()) -> (f64, f64) {
+pub fn measure(peer: &mut Peer, n: u32, mut rt: impl FnMut(&mut SyncSocket)) -> (f64, f64) {
     for _ in 0..200 {
-        rt();
+        rt(&mut peer.sock);
     }
     let (c0, p0) = (
         cpu_ns("/proc/thread-self/schedstat"),
@@ -94,7 +94,7 @@ pub fn measure(peer: &Peer, n: u32, mut rt: impl FnMut()) -> (f64, f64) {
     );
     let t0 = Instant::now();
     for _ in 0..n {
-        rt();
+        rt(&mut peer.sock);
     }
     let wall = t0.elapsed();
     let (c1, p1) = (

@@ -28,7 +28,9 @@ pub fn run(opts: &Options, t0: u64) -> Res<()> {
         "init running (clone3, id maps, execveat of the init)",
         Kind::Work,
     );
-    let mut child = Child::from_env(Flow::Init)?
+    // SAFETY: the container's init, single-threaded at this point: the sync
+    // fd was handed to it, and no other thread uses the environment.
+    let mut child = unsafe { Child::from_env(Flow::Init) }?
         .with_deadline(Duration::from_secs(10))
         .with_observer(|t| super::common::print_traffic("init", t, 52));
     match setup(&mut child, opts, &mut tl) {

@@ -557,3 +557,43 @@ func openPlainForTest(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 	}
 	return os.NewFile(uintptr(fd), req.GetSource()), SourcePlainOpen, nil
 }
+
+// PROTOCOL §8: an O_PATH fd is not-seqpacket (it refuses getsockopt with
+// EBADF, like a closed fd), and FromFD leaves every fd it rejects open.
+func TestFromFDKinds(t *testing.T) {
+	noLeak(t, func() {
+		p, err := unix.Open("/", unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(p)
+		r, w := pipeFDs(t)
+		defer unix.Close(r)
+		defer unix.Close(w)
+		for _, fd := range []int{p, r} {
+			if _, err := FromFD(fd); !isKind(err, KindNotSeqpacket) {
+				t.Fatalf("fd %d: %v", fd, err)
+			}
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+				t.Fatalf("fd %d closed", fd)
+			}
+		}
+		t.Setenv(EnvSyncFD, "99999")
+		if _, err := FromEnv(); !isKind(err, KindEnvInvalid) {
+			t.Fatalf("unopened fd: %v", err)
+		}
+		os.Unsetenv(EnvSyncFD)
+		if _, err := FromEnv(); !isKind(err, KindEnvNotSet) {
+			t.Fatalf("unset: %v", err)
+		}
+		a, b := pair(t)
+		defer b.Close()
+		if err := a.ShutdownWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Send(ReadyMessage(), nil); !isKind(err, KindWriteShutdown) {
+			t.Fatalf("send after shutdown: %v", err)
+		}
+		a.Close()
+	})
+}

@@ -107,11 +107,21 @@ const (
 func (k ErrorKind) String() string { return string(k) }
 
 // KindOf returns the [ErrorKind] of the first error in err's chain that has
-// one (every error type of this package does).
+// one (every error type of this package does). A *ProtocolError counts as
+// the session kind [KindProtocolViolation] (the peer broke the order) or
+// [KindMisuse] (the local caller did), as the Rust crate's SessionError
+// reports it; its state-machine kind is [ProtocolError.Kind].
 func KindOf(err error) (ErrorKind, bool) {
-	var k interface{ Kind() ErrorKind }
-	if errors.As(err, &k) {
-		return k.Kind(), true
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		switch x := e.(type) {
+		case *ProtocolError:
+			if x.Origin() == OriginPeer {
+				return KindProtocolViolation, true
+			}
+			return KindMisuse, true
+		case interface{ Kind() ErrorKind }:
+			return x.Kind(), true
+		}
 	}
 	return "", false
 }
@@ -304,6 +314,9 @@ type DecodeError struct {
 // Kind returns the stable kind of the rejection.
 func (e *DecodeError) Kind() ErrorKind { return e.kind }
 
+// Origin is [OriginPeer]: the peer sent the record.
+func (e *DecodeError) Origin() Origin { return OriginPeer }
+
 // Unwrap returns the validation error, if any.
 func (e *DecodeError) Unwrap() error {
 	if e.Invalid != nil {
@@ -355,6 +368,9 @@ type EncodeError struct {
 
 // Kind returns the stable kind of the rejection.
 func (e *EncodeError) Kind() ErrorKind { return e.kind }
+
+// Origin is [OriginLocal]: the local caller asked to send it.
+func (e *EncodeError) Origin() Origin { return OriginLocal }
 
 // Unwrap returns the validation error, if any.
 func (e *EncodeError) Unwrap() error {

@@ -3,6 +3,7 @@
 package procsync
 
 import (
+	"errors"
 	"os"
 	"regexp"
 	"strings"
@@ -60,5 +61,24 @@ func TestErrorKindsMatchRust(t *testing.T) {
 		if k.String() != string(k) || strings.ToLower(string(k)) != string(k) {
 			t.Fatalf("kind %q", k)
 		}
+	}
+}
+
+// KindOf gives a session's protocol errors their session kind, as the
+// Rust SessionError does: a violation by the peer (also "closed without
+// Ready", whose cause is peer-closed) and a local misuse.
+func TestKindOfProtocolErrors(t *testing.T) {
+	a, b := pair(t)
+	c := NewChild(b, Options{Flow: FlowInit})
+	err := c.Ready() // not allowed before Hooks: misuse, nothing sent
+	if k, _ := KindOf(err); k != KindMisuse {
+		t.Fatalf("misuse: %q %v", k, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- NewParent(a, ParentOptions{Options: Options{Flow: FlowInit}}).Serve(HandlerFuncs{}) }()
+	c.Close() // before Ready: the parent sees a violation
+	err = <-done
+	if k, _ := KindOf(err); k != KindProtocolViolation || !errors.Is(err, ErrPeerClosed) {
+		t.Fatalf("violation: %q %v", k, err)
 	}
 }

@@ -157,6 +157,11 @@ func FromFD(fd int) (*SyncSocket, error) {
 	ty, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
 		if err == unix.EBADF {
+			// An open O_PATH fd refuses getsockopt with EBADF too: it is
+			// not a socket we can use (PROTOCOL §8).
+			if _, ferr := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); ferr == nil {
+				return nil, &TransportError{kind: KindNotSeqpacket, Op: "from fd", Err: fmt.Errorf("fd %d is an O_PATH fd, not a socket", fd)}
+			}
 			return nil, &TransportError{kind: KindIO, Op: "from fd", Err: fmt.Errorf("fd %d: %w", fd, os.NewSyscallError("getsockopt(SO_TYPE)", err))}
 		}
 		return nil, &TransportError{kind: KindNotSeqpacket, Op: "from fd", Err: fmt.Errorf("fd %d is not a socket: %w", fd, os.NewSyscallError("getsockopt(SO_TYPE)", err))}

@@ -58,7 +58,8 @@ impl Drop for HelperStack {
 /// SIGKILL. It runs on a [`HelperStack`] sharing the parent's address space
 /// (`CLONE_VM`), so it must not allocate, lock, or touch thread-local state:
 /// only raw syscalls via `libc::syscall` (which is not a cancellation point),
-/// and all signals are blocked (inherited mask), so no handler ever runs here.
+/// and every signal is blocked (inherited all-ones mask, set with the raw
+/// `rt_sigprocmask`), so no handler ever runs here.
 extern "C" fn helper_main(arg: *mut libc::c_void) -> libc::c_int {
     let parent = arg as usize as libc::c_long;
     // SAFETY: raw syscalls with integer arguments; none dereference memory.
@@ -86,49 +87,76 @@ extern "C" fn helper_main(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
+/// The kernel's `sigset_t` is 64 bits on every Linux target we build for
+/// (`_NSIG` = 64); `rt_sigprocmask` insists on that exact size.
+type KernelSigset = u64;
+
+/// `rt_sigprocmask(how, set, old, 8)` as a raw syscall: glibc's
+/// `sigprocmask`/`pthread_sigmask` silently drop SIGCANCEL (32) and SIGSETXID
+/// (33) from any mask, which is how a set*id broadcast could run glibc's
+/// handler on a `CLONE_VM` helper's stack with the spawning thread's TLS.
+fn raw_sigprocmask(
+    how: libc::c_int,
+    set: Option<&KernelSigset>,
+    old: Option<&mut KernelSigset>,
+) -> io::Result<()> {
+    let set = set.map_or(std::ptr::null(), |s| s as *const KernelSigset);
+    let old = old.map_or(std::ptr::null_mut(), |o| o as *mut KernelSigset);
+    // SAFETY: `set` and `old` are null or point to live 8-byte values for the
+    // duration of the call, and 8 is the kernel sigset size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            how as libc::c_long,
+            set,
+            old,
+            std::mem::size_of::<KernelSigset>() as libc::c_long,
+        )
+    };
+    cvt_unit(r)
+}
+
 /// Clones a sleeping helper process in a new user namespace.
 ///
 /// The helper shares our address space (`CLONE_VM`: no page-table copy, so
 /// the clone is cheap), runs on `stack`, has exit signal 0 (so generic
 /// `waitpid(-1)` callers do not reap it; reap with `__WALL`) and is returned
-/// as `(pid, pidfd)`. The caller must keep `stack` alive until the helper is
-/// reaped.
+/// as `(pid, pidfd)`. It starts with **every** signal blocked (an all-ones
+/// mask set with the raw syscall; the kernel keeps only SIGKILL and SIGSTOP
+/// deliverable), so no handler ever runs on its stack. The caller must keep
+/// `stack` alive until the helper is reaped.
 pub(crate) fn clone_userns_helper(stack: &HelperStack) -> io::Result<(libc::pid_t, OwnedFd)> {
     let flags = libc::CLONE_VM | libc::CLONE_NEWUSER | libc::CLONE_PIDFD;
     let parent = std::process::id() as usize;
     let mut pidfd: libc::c_int = -1;
-    let mut all: libc::sigset_t = unsafe_zeroed_sigset();
-    let mut old: libc::sigset_t = unsafe_zeroed_sigset();
-    // SAFETY: `all`/`old` are valid sigset_t values we own; sigfillset and
-    // pthread_sigmask only write them. Blocking every signal in this thread
-    // makes the helper inherit a full mask; we restore ours right after.
-    // `clone` runs `helper_main` (which only makes raw syscalls) on `stack`,
-    // which stays allocated until the helper is reaped (caller's contract);
-    // the kernel writes the pidfd into `pidfd` (CLONE_PIDFD uses parent_tid).
+    let all: KernelSigset = !0;
+    let mut old: KernelSigset = 0;
+    // Block every signal in this thread so the helper inherits a full mask;
+    // ours is restored right after the clone.
+    raw_sigprocmask(libc::SIG_SETMASK, Some(&all), Some(&mut old))?;
+    // SAFETY: `clone` runs `helper_main` (which only makes raw syscalls) on
+    // `stack`, which stays allocated until the helper is reaped (caller's
+    // contract); the kernel writes the pidfd into `pidfd` (CLONE_PIDFD uses
+    // parent_tid).
     let pid = unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(
+        libc::clone(
             helper_main,
             stack.top(),
             flags,
             parent as *mut libc::c_void,
             &mut pidfd as *mut libc::c_int,
-        );
-        let err = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if pid < 0 {
-            return Err(err);
-        }
-        pid
+        )
     };
+    let err = io::Error::last_os_error();
+    // Restoring the mask read above cannot fail: SIG_SETMASK, a valid
+    // pointer and the kernel's sigset size leave no EINVAL or EFAULT. (An
+    // error here must not drop a live helper whose stack the caller frees.)
+    let _ = raw_sigprocmask(libc::SIG_SETMASK, Some(&old), None);
+    if pid < 0 {
+        return Err(err);
+    }
     // SAFETY: on success the kernel stored a fresh pidfd that nothing else owns.
     Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
-}
-
-fn unsafe_zeroed_sigset() -> libc::sigset_t {
-    // SAFETY: sigset_t is a plain bit array; all-zero is the empty set.
-    unsafe { std::mem::zeroed() }
 }
 
 /// `waitid(P_PIDFD, pidfd, WEXITED | __WALL)`: reaps an exited child of any
@@ -251,4 +279,20 @@ pub(crate) fn pidfd_alive(pidfd: BorrowedFd<'_>) -> bool {
         )
     };
     r == 0
+}
+
+/// The pid of the process behind `pidfd`, from the `Pid:` line of its
+/// `/proc/thread-self/fdinfo` entry (the kernel's own record; `-1` once the
+/// process has exited or been reaped, or `0` outside its pid namespace).
+pub(crate) fn pidfd_pid(pidfd: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
+    let text = std::fs::read_to_string(format!("/proc/thread-self/fdinfo/{}", pidfd.as_raw_fd()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no Pid: line in the pidfd's fdinfo",
+            )
+        })
 }

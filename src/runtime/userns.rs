@@ -256,23 +256,35 @@ impl Helper {
         })
     }
 
-    /// Writes the mapping files and returns the namespace fd.
+    /// Writes the mapping files and returns the namespace fd, proving along
+    /// the way that both are the helper's (not those of a process that got
+    /// its pid after it was reaped behind our back):
+    ///
+    /// 1. the pidfd's fdinfo names `pid` — checked before anything is written;
+    /// 2. the helper is still alive after `/proc/PID` was opened, so that
+    ///    directory (which stays bound to its process) is the helper's;
+    /// 3. the namespace from `PIDFD_GET_USER_NAMESPACE` (kernel-resolved from
+    ///    the pidfd) is the one behind `/proc/PID/ns/user`, whose maps were
+    ///    written; without the ioctl (Linux < 6.11), the helper is still
+    ///    alive after `ns/user` was opened.
     pub(crate) fn map_and_take_ns(&self, uid: &str, gid: &str) -> Result<OwnedFd, UsernsError> {
         let pid = self.pid;
+        let identity = |reason| UsernsError::Identity { pid, reason };
+        match sys::pidfd_pid(self.pidfd.as_fd()) {
+            Ok(p) if p == pid => {}
+            Ok(_) => return Err(identity("the pidfd names another process")),
+            Err(err) => return Err(UsernsError::Proc { pid, err }),
+        }
         let dir = rustix::fs::open(
             format!("/proc/{pid}"),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| UsernsError::Proc { pid, err: e.into() })?;
-        // If the helper had been reaped behind our back, PID could now name
-        // another process: only a helper still alive after the open proves
-        // that `dir` is its directory.
         if !sys::pidfd_alive(self.pidfd.as_fd()) {
-            return Err(UsernsError::Proc {
-                pid,
-                err: io::Error::from_raw_os_error(libc::ESRCH),
-            });
+            return Err(identity(
+                "the helper exited before its /proc directory was pinned",
+            ));
         }
         let write = |file: &'static str, text: &str| -> Result<(), UsernsError> {
             let wrap = |e: rustix::io::Errno| UsernsError::WriteMap {
@@ -296,22 +308,37 @@ impl Helper {
         write("uid_map", uid)?;
         write("setgroups", "deny")?;
         write("gid_map", gid)?;
+        let via_proc = rustix::fs::openat(
+            &dir,
+            "ns/user",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| UsernsError::NamespaceFd { pid, err: e.into() })?;
         match sys::pidfd_get_user_namespace(self.pidfd.as_fd()) {
-            Ok(fd) => Ok(fd),
-            Err(_) => rustix::fs::openat(
-                &dir,
-                "ns/user",
-                OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| UsernsError::NamespaceFd { pid, err: e.into() }),
+            Ok(fd) => {
+                let same = match (rustix::fs::fstat(&fd), rustix::fs::fstat(&via_proc)) {
+                    (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
+                    (Err(e), _) | (_, Err(e)) => {
+                        return Err(UsernsError::NamespaceFd { pid, err: e.into() })
+                    }
+                };
+                if !same {
+                    return Err(identity(
+                        "the pidfd's user namespace is not the one whose maps were written",
+                    ));
+                }
+                Ok(fd)
+            }
+            Err(_) => {
+                if !sys::pidfd_alive(self.pidfd.as_fd()) {
+                    return Err(identity(
+                        "the helper exited before its namespace was opened",
+                    ));
+                }
+                Ok(via_proc)
+            }
         }
-    }
-
-    /// Lets go of a helper this process does not own (inherited over fork):
-    /// closes the pidfd without killing; the stack here is our private copy.
-    fn abandon(mut self) {
-        drop(self.stack.take());
     }
 
     /// Kills and reaps the helper now; frees the stack only when the reap
@@ -345,8 +372,6 @@ pub const DEFAULT_PRESPAWN: usize = 2;
 const MAX_BACKLOG: usize = 16;
 
 struct PoolState {
-    /// The process the helpers belong to; after a fork the child does not use them.
-    owner: u32,
     /// Pre-spawned helpers, namespace not yet mapped.
     stock: Vec<Helper>,
     /// Used helpers waiting to be killed and reaped.
@@ -359,7 +384,28 @@ struct PoolState {
     busy: bool,
 }
 
+/// The helper pool of one process.
+///
+/// Lifecycle around `fork` and `execve`, by design rather than by caller
+/// discipline:
+///
+/// * **fork**: the pool belongs to the process that created it (`owner`). A
+///   forked child never touches it — not even its lock, which another thread
+///   may have held at the fork — so no lock is ever taken across a fork; in
+///   the child [`create`] clones, uses, kills and reaps its own helper, and
+///   [`set_prespawn`]/[`drain`] do nothing. The parent's helpers are not the
+///   child's to kill; their inherited pidfds are close-on-exec.
+/// * **execve**: stock helpers are cloned by the pool's thread, and the
+///   kernel sends a helper its `PR_SET_PDEATHSIG` (SIGKILL) when the thread
+///   that cloned it ends — which `execve` does to every other thread. A used
+///   helper is killed as soon as its namespace fd is taken, whoever cloned
+///   it; only the reap is left to the pool's thread. So no live helper
+///   outlives an `execve`; at most an already-killed one can remain a zombie
+///   of the new image (exit signal 0: invisible to `waitpid(-1)` without
+///   `__WALL`). [`drain`] before `execve` leaves none.
 struct Pool {
+    /// The process this pool belongs to.
+    owner: u32,
     state: Mutex<PoolState>,
     /// Wakes the background thread.
     work: Condvar,
@@ -368,11 +414,12 @@ struct Pool {
 }
 
 impl Pool {
-    fn get() -> &'static Pool {
+    /// This process's pool; `None` in a child forked from its owner.
+    fn get() -> Option<&'static Pool> {
         static POOL: OnceLock<Pool> = OnceLock::new();
-        POOL.get_or_init(|| Pool {
+        let pool = POOL.get_or_init(|| Pool {
+            owner: std::process::id(),
             state: Mutex::new(PoolState {
-                owner: std::process::id(),
                 stock: Vec::new(),
                 retired: Vec::new(),
                 target: DEFAULT_PRESPAWN,
@@ -381,24 +428,14 @@ impl Pool {
             }),
             work: Condvar::new(),
             idle: Condvar::new(),
-        })
+        });
+        (pool.owner == std::process::id()).then_some(pool)
     }
 
-    /// Locks the state. In a child forked from the owner, first lets go of
-    /// the inherited helpers (they are the parent's: closed, not killed) and
-    /// adopts the pool; the background thread did not survive the fork.
+    /// Locks the state (only ever in the owner process: see [`Pool::get`]).
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         // Helpers are plain values; a panic elsewhere cannot corrupt the lists.
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let me = std::process::id();
-        if st.owner != me {
-            st.stock.drain(..).for_each(Helper::abandon);
-            st.retired.drain(..).for_each(Helper::abandon);
-            st.owner = me;
-            st.started = false;
-            st.busy = false;
-        }
-        st
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts the background thread once; false when it cannot run.
@@ -467,9 +504,10 @@ impl Pool {
         h
     }
 
-    /// Hands a used helper to the background thread; kills and reaps it here
-    /// when the backlog is full or the thread cannot run.
+    /// Kills a used helper now and hands it to the background thread to be
+    /// reaped; reaps it here when the backlog is full or the thread cannot run.
     fn retire(&'static self, helper: Helper) {
+        let _ = rustix::process::pidfd_send_signal(&helper.pidfd, rustix::process::Signal::KILL);
         let mut st = self.lock();
         if st.retired.len() < MAX_BACKLOG && self.ensure_started(&mut st) {
             st.retired.push(helper);
@@ -496,7 +534,9 @@ fn kill_all(helpers: Vec<Helper>) {
 /// namespace; it takes the clone (tens of µs) off [`create`]'s path. The
 /// helpers share this process's memory (no copy) and die with it.
 pub fn set_prespawn(n: usize) {
-    let pool = Pool::get();
+    let Some(pool) = Pool::get() else {
+        return;
+    };
     pool.lock().target = n;
     pool.work.notify_one();
 }
@@ -504,12 +544,17 @@ pub fn set_prespawn(n: usize) {
 /// Stops pre-spawning (like `set_prespawn(0)`), then kills and reaps every
 /// helper not in use — the stock and the retired backlog — before returning.
 ///
-/// Call it before `execve` in this process (helpers cloned by the exec'ing
-/// thread would outlive the image as unreaped children), before `fork`
-/// without exec, or to leave no helper process behind (tests count children). Later [`create`] calls still work; they clone and
-/// reap on their own until [`set_prespawn`] turns the stock back on.
+/// Nothing requires it: no live helper survives an `execve` and a forked
+/// child never uses the pool (see the lifecycle note on the pool in the
+/// module source and PROTOCOL.md §14). Call it to leave no helper process —
+/// not even a killed one awaiting its reap — behind, e.g. right before
+/// `execve` or in tests that count children. Later [`create`] calls still
+/// work; they clone and reap on their own until [`set_prespawn`] turns the
+/// stock back on. In a child forked from the pool's owner it does nothing.
 pub fn drain() {
-    let pool = Pool::get();
+    let Some(pool) = Pool::get() else {
+        return;
+    };
     let mut st = pool.lock();
     st.target = 0;
     pool.work.notify_one();
@@ -539,7 +584,12 @@ pub fn create(uid: &[IdMap], gid: &[IdMap]) -> Result<OwnedFd, UsernsError> {
 /// `create` without validation: the kernel is the judge. Used by tests of
 /// the post-spawn error path.
 pub(crate) fn create_from_text(uid: &str, gid: &str) -> Result<OwnedFd, UsernsError> {
-    let pool = Pool::get();
+    let Some(pool) = Pool::get() else {
+        // A child forked from the pool's owner: a helper of its own, killed
+        // and reaped (by `Drop`) before returning.
+        let helper = Helper::spawn().map_err(UsernsError::Spawn)?;
+        return helper.map_and_take_ns(uid, gid);
+    };
     // A stock helper that cannot be used (killed from outside, say) costs
     // one retry with a freshly cloned one.
     if let Some(helper) = pool.take() {
@@ -581,72 +631,156 @@ impl UsernsKey {
     }
 }
 
-/// A cache of user namespace fds keyed by mapping set.
+impl UsernsKey {
+    /// The key's mapping lines as [`IdMap`]s (sorted), uid side then gid side.
+    fn maps(&self) -> (Vec<IdMap>, Vec<IdMap>) {
+        let to = |v: &[(u32, u32, u32)]| v.iter().map(|&(c, h, n)| IdMap::new(c, h, n)).collect();
+        (to(&self.uid), to(&self.gid))
+    }
+}
+
+/// How many mapping sets a [`UsernsCache`] keeps by default.
+pub const DEFAULT_CACHE_CAPACITY: usize = 64;
+
+struct Entry {
+    fd: OwnedFd,
+    /// Tick of the last hit (or of the insertion), for LRU eviction.
+    used: u64,
+}
+
+struct CacheState {
+    map: HashMap<UsernsKey, Entry>,
+    tick: u64,
+}
+
+/// A bounded cache of user namespace fds keyed by mapping set.
 ///
 /// [`get`](UsernsCache::get) returns a close-on-exec duplicate of the cached
 /// fd (the caller owns and closes it); the cache keeps its own fd — and with
-/// it the namespace — until [`release`](UsernsCache::release) or
-/// [`clear`](UsernsCache::clear) (or drop). Thread-safe; creation happens
-/// outside the lock, so two threads missing on the same key may both create
-/// one and the first one stored wins.
-#[derive(Debug, Default)]
+/// it the namespace — until it is evicted, [`release`](UsernsCache::release)d
+/// or [`clear`](UsernsCache::clear)ed (or the cache is dropped).
+///
+/// A namespace is only ever stored under the mappings it was made with: it
+/// is created from the key's own lines. The cache holds at most
+/// [`capacity`](UsernsCache::capacity) mapping sets
+/// ([`DEFAULT_CACHE_CAPACITY`] by default); inserting one more evicts the
+/// least recently used, so a child asking for ever new mappings (under a
+/// permissive policy) cannot pin more than that many namespaces here —
+/// user namespaces count against `max_user_namespaces`. Thread-safe;
+/// creation happens outside the lock, so two threads missing on the same key
+/// may both create one and the first one stored wins.
 pub struct UsernsCache {
-    map: Mutex<HashMap<UsernsKey, OwnedFd>>,
+    state: Mutex<CacheState>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for UsernsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsernsCache")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Default for UsernsCache {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_CACHE_CAPACITY)
+    }
 }
 
 impl UsernsCache {
-    /// An empty cache.
+    /// An empty cache of [`DEFAULT_CACHE_CAPACITY`] mapping sets.
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UsernsKey, OwnedFd>> {
+    /// An empty cache of at most `capacity` mapping sets (`0`: nothing is
+    /// kept; every call creates a namespace).
+    pub fn with_capacity(capacity: usize) -> Self {
+        UsernsCache {
+            state: Mutex::new(CacheState {
+                map: HashMap::new(),
+                tick: 0,
+            }),
+            capacity,
+        }
+    }
+
+    /// The most mapping sets this cache keeps.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
         // A panic while holding the lock cannot leave the map inconsistent.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A user namespace fd for this mapping set: a duplicate of the cached one,
     /// or a new namespace (see [`create`]) that is cached first.
     pub fn get(&self, uid: &[IdMap], gid: &[IdMap]) -> Result<OwnedFd, UsernsError> {
-        self.get_key(&UsernsKey::new(uid, gid), uid, gid)
+        self.get_key(&UsernsKey::new(uid, gid))
     }
 
     /// Like [`get`](UsernsCache::get) with a key the caller already built
-    /// (saves the sort on hot paths). `key` must be `UsernsKey::new(uid, gid)`.
-    pub fn get_key(
-        &self,
-        key: &UsernsKey,
-        uid: &[IdMap],
-        gid: &[IdMap],
-    ) -> Result<OwnedFd, UsernsError> {
-        if let Some(fd) = self.lock().get(key) {
-            return dup(fd.as_fd());
+    /// (saves the sort on hot paths). A miss creates the namespace from the
+    /// key's own lines, so what is stored under a key always has its mappings.
+    pub fn get_key(&self, key: &UsernsKey) -> Result<OwnedFd, UsernsError> {
+        {
+            let mut st = self.lock();
+            st.tick += 1;
+            let tick = st.tick;
+            if let Some(e) = st.map.get_mut(key) {
+                e.used = tick;
+                return dup(e.fd.as_fd());
+            }
         }
-        let fresh = create(uid, gid)?;
-        let mut map = self.lock();
-        let fd = map.entry(key.clone()).or_insert(fresh);
-        dup(fd.as_fd())
+        let (uid, gid) = key.maps();
+        let fresh = create(&uid, &gid)?;
+        if self.capacity == 0 {
+            return Ok(fresh);
+        }
+        let mut st = self.lock();
+        st.tick += 1;
+        let tick = st.tick;
+        if !st.map.contains_key(key) && st.map.len() >= self.capacity {
+            let lru = st
+                .map
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = lru {
+                st.map.remove(&k);
+            }
+        }
+        let e = st.map.entry(key.clone()).or_insert(Entry {
+            fd: fresh,
+            used: tick,
+        });
+        e.used = tick;
+        dup(e.fd.as_fd())
     }
 
     /// Drops the cached fd for `key`; returns whether there was one. Fds
     /// already handed out stay valid.
     pub fn release(&self, key: &UsernsKey) -> bool {
-        self.lock().remove(key).is_some()
+        self.lock().map.remove(key).is_some()
     }
 
     /// Drops every cached fd.
     pub fn clear(&self) {
-        self.lock().clear();
+        self.lock().map.clear();
     }
 
     /// How many mapping sets are cached.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     /// Whether the cache holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().map.is_empty()
     }
 }
 
@@ -729,6 +863,134 @@ mod tests {
         let (u, g) = format_maps(&one, &[IdMap::new(1, 2, 3)]).unwrap();
         assert_eq!(u, "0 1000 1\n");
         assert_eq!(g, "1 2 3\n");
+    }
+
+    #[test]
+    fn helper_blocks_every_signal_glibc_would_leave_open() {
+        let Ok(h) = Helper::spawn() else {
+            eprintln!("skipped: cannot clone a user-namespace helper here");
+            return;
+        };
+        let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid)).unwrap();
+        let blk = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let blk = u64::from_str_radix(&blk, 16).unwrap();
+        // Every signal but SIGKILL (9) and SIGSTOP (19), which the kernel
+        // never lets a process block — including glibc's SIGCANCEL (32) and
+        // SIGSETXID (33), which pthread_sigmask would have left open.
+        let unblockable = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
+        assert_eq!(blk, !unblockable, "SigBlk {blk:#x}");
+        // And the spawning thread got its own mask back.
+        let me = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let mine = me
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        assert_ne!(u64::from_str_radix(&mine, 16).unwrap(), !unblockable);
+    }
+
+    #[test]
+    fn a_pid_that_is_not_the_pidfds_is_refused_before_any_write() {
+        if !is_root() {
+            eprintln!("skipped: needs root to write id maps");
+            return;
+        }
+        let (Ok(a), Ok(b)) = (Helper::spawn(), Helper::spawn()) else {
+            eprintln!("skipped: cannot clone user-namespace helpers here");
+            return;
+        };
+        // What a reaped-and-reused pid looks like from here: /proc/PID is
+        // another process than the one behind the pidfd.
+        let fake = Helper {
+            pid: b.pid,
+            pidfd: a.pidfd.try_clone().unwrap(),
+            stack: None,
+        };
+        let e = fake
+            .map_and_take_ns("0 1000 1\n", "0 1000 1\n")
+            .unwrap_err();
+        assert!(matches!(e, UsernsError::Identity { .. }), "{e}");
+        assert_eq!(e.kind(), UsernsErrorKind::Identity);
+        let b_map = std::fs::read_to_string(format!("/proc/{}/uid_map", b.pid)).unwrap();
+        assert!(
+            b_map.trim().is_empty(),
+            "wrote {b_map:?} into the other process"
+        );
+        drop(fake);
+    }
+
+    #[test]
+    fn a_forked_child_never_takes_the_pool_lock() {
+        if !is_root() {
+            eprintln!("skipped: needs root to create mapped user namespaces");
+            return;
+        }
+        let Some(pool) = Pool::get() else {
+            return;
+        };
+        // Another thread holds the pool's lock at the moment of the fork.
+        let guard = pool.lock();
+        // SAFETY: the child only creates one user namespace (which may
+        // allocate: glibc's malloc is fork-safe) and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ok = create_from_text("0 1000 1\n", "0 1000 1\n").is_ok();
+            // SAFETY: ends the forked child at once.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        drop(guard);
+        let t0 = std::time::Instant::now();
+        let mut status = 0;
+        loop {
+            // SAFETY: polls the child forked above; `status` is a valid out-pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                break;
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(5) {
+                // SAFETY: kills and reaps the hung child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                panic!("the forked child deadlocked on the pool's lock");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
+
+    #[test]
+    fn cache_is_bounded_and_evicts_the_least_recently_used() {
+        if !is_root() {
+            eprintln!("skipped: needs root to create mapped user namespaces");
+            return;
+        }
+        let key = |h: u32| {
+            let m = [IdMap::new(0, h, 10)];
+            UsernsKey::new(&m, &m)
+        };
+        let ino = |fd: OwnedFd| rustix::fs::fstat(&fd).unwrap().st_ino;
+        let cache = UsernsCache::with_capacity(2);
+        let a = ino(cache.get_key(&key(100_000)).unwrap());
+        let _b = ino(cache.get_key(&key(200_000)).unwrap());
+        assert_eq!(ino(cache.get_key(&key(100_000)).unwrap()), a, "a hit");
+        // A third set evicts the least recently used one (200000), not `a`.
+        let _c = ino(cache.get_key(&key(300_000)).unwrap());
+        assert_eq!(cache.len(), 2);
+        assert_eq!(ino(cache.get_key(&key(100_000)).unwrap()), a);
+        assert!(!cache.release(&key(200_000)), "200000 was evicted");
+        // Capacity 0 keeps nothing.
+        let none = UsernsCache::with_capacity(0);
+        drop(none.get_key(&key(100_000)).unwrap());
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub enum SeccompHandoff<'a> {
 /// use procsync::session::Child;
 /// use procsync::state::Flow;
 ///
-/// let mut child = Child::from_env(Flow::Init)?;
+/// // SAFETY: first thing in main: the inherited fd is ours, no other thread runs.
+/// let mut child = unsafe { Child::from_env(Flow::Init) }?;
 /// let source = child.mount_source(&Mount::bind("/srv/data", "/data"))?;
 /// // ... attach source.fd at /data (move_mount or /proc/self/fd/N) ...
 /// # drop(source);
@@ -65,8 +66,16 @@ impl Child {
 
     /// A child session over the socket named by `PROCSYNC_SYNC_FD`
     /// ([`SyncSocket::from_env`]; call it early, before starting threads).
-    pub fn from_env(flow: Flow) -> Result<Self, SessionError> {
-        let sock = SyncSocket::from_env().map_err(|source| SessionError::Transport {
+    ///
+    /// # Safety
+    ///
+    /// The contract of [`SyncSocket::from_env`]: the fd the variable names
+    /// is this process's alone to take, and no other thread uses the
+    /// environment during the call. Without those guarantees build the
+    /// socket with [`SyncSocket::from_env_dup`] and use [`Child::new`].
+    pub unsafe fn from_env(flow: Flow) -> Result<Self, SessionError> {
+        // SAFETY: the caller's contract is `SyncSocket::from_env`'s.
+        let sock = unsafe { SyncSocket::from_env() }.map_err(|source| SessionError::Transport {
             step: Step::FromEnv,
             state: flow.initial_state(),
             source,

@@ -12,71 +12,66 @@
 //! `MountPlease` this socket sent. The codec is [`crate::wire::runc`]; no
 //! `unsafe` here (the syscalls are in `sys.rs`).
 
-use std::os::fd::BorrowedFd;
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
-use std::time::{Duration, Instant};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::schema::{MessageType, SyncMessage};
-use crate::wire::runc::{self, MountShape, RuncDecodeError, MAX_FD_NAME_LEN};
+use crate::wire::runc::{self, MountShape, RuncDecodeError, RuncHeader, MAX_FD_NAME_LEN};
 use crate::wire::ValidationError;
 
-use super::{Received, SyncSocket, TransportError};
+use super::{recv_raw, send_bytes, Attempt, Received, SyncSocket, TransportError};
 
-/// The runc wire's per-socket state: its message is up to two records, so
-/// senders and receivers each hold a lock across both.
+/// The runc wire's per-socket state: a message is up to two records, and a
+/// single-attempt call ([`SyncSocket::try_send`], [`SyncSocket::try_recv`])
+/// may stop between them, so what is half done is kept here and the next
+/// call resumes it.
 #[derive(Debug, Default)]
 pub(super) struct RuncState {
-    /// Serializes JSON + fd record pairs; holds the reused encode buffer.
-    send: Mutex<Vec<u8>>,
-    /// Serializes two-record receives; holds the reused receive buffer.
-    recv: Mutex<Vec<u8>>,
+    /// The reused encode buffer.
+    send: Vec<u8>,
+    /// The reused receive buffer.
+    recv: Vec<u8>,
     /// The source of the last `MountPlease` sent: the name the `MountFd`
     /// reply's fd record must carry (runc's child checks the same).
-    expected_source: Mutex<Option<String>>,
-}
-
-/// Locks `m`, waiting at most until `deadline` ([`TransportError::Timeout`]).
-/// A poisoned lock is taken over: the buffers are cleared before every use.
-fn lock_until<T>(
-    m: &Mutex<T>,
-    deadline: Option<Instant>,
-) -> Result<MutexGuard<'_, T>, TransportError> {
-    let start = Instant::now();
-    loop {
-        match m.try_lock() {
-            Ok(g) => return Ok(g),
-            Err(TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
-            Err(TryLockError::WouldBlock) => {}
-        }
-        match deadline {
-            None => return Ok(m.lock().unwrap_or_else(PoisonError::into_inner)),
-            Some(d) if Instant::now() >= d => {
-                return Err(TransportError::Timeout {
-                    waited: start.elapsed(),
-                })
-            }
-            // Another thread is between the two records of a message.
-            Some(_) => std::thread::sleep(Duration::from_micros(200)),
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    expected_source: Option<String>,
+    /// The fd record of a message whose JSON record is out: its name and a
+    /// duplicate of the fd.
+    pub(super) pending_send: Option<(Vec<u8>, OwnedFd)>,
+    /// A HasFd JSON record whose fd record has not arrived yet, and the
+    /// name that fd record must carry (for `MountFd`).
+    pending_recv: Option<(RuncHeader, Option<String>)>,
 }
 
 impl SyncSocket {
-    /// [`SyncSocket::send_deadline`] on the runc wire. If the deadline
-    /// passes between the JSON record and the fd record, the message is half
-    /// sent: the conversation is over either way (the error ends it).
+    /// [`SyncSocket::send_deadline`] / [`SyncSocket::try_send`] on the runc
+    /// wire. A pending fd record of an earlier message goes first. With
+    /// [`Attempt::Once`] the message is either not started
+    /// ([`TransportError::WouldBlock`]) or committed: its JSON record is out
+    /// and its fd record, if it does not fit yet, is kept pending. With a
+    /// deadline that passes between the two records, the fd record is kept
+    /// pending too (the error says the send timed out; the next send or
+    /// receive sends it first).
     pub(super) fn send_runc(
-        &self,
+        &mut self,
         msg: &SyncMessage,
         fd: Option<BorrowedFd<'_>>,
         shape: MountShape,
-        deadline: Option<Instant>,
+        attempt: Attempt,
     ) -> Result<(), TransportError> {
-        let mut buf = lock(&self.runc.send);
+        self.flush_runc(attempt)?;
+        let mut buf = std::mem::take(&mut self.runc.send);
+        let out = self.send_runc_in(msg, fd, shape, attempt, &mut buf);
+        self.runc.send = buf;
+        out
+    }
+
+    fn send_runc_in(
+        &mut self,
+        msg: &SyncMessage,
+        fd: Option<BorrowedFd<'_>>,
+        shape: MountShape,
+        attempt: Attempt,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), TransportError> {
         buf.clear();
         // runc names the fd record after the file; the one fd-carrying
         // message runc has, MountFd, names it after the mount source. Any
@@ -86,10 +81,10 @@ impl SyncSocket {
             Some(info) => info.source.as_str(),
             None => runc::type_name(msg.kind().unwrap_or(MessageType::Unspecified)),
         });
-        let recs = runc::encode(msg, name, shape, &self.limits, &mut buf)
+        let recs = runc::encode(msg, name, shape, &self.limits, buf)
             .map_err(TransportError::RuncEncode)?;
+        // Both records obey the record limit; refuse before sending either.
         if let Some(name) = recs.fd_name {
-            // Both records obey the record limit; refuse before sending either.
             if name.len() > self.limits.max_record() {
                 return Err(TransportError::RecordTooLarge {
                     size: name.len(),
@@ -97,46 +92,128 @@ impl SyncSocket {
                 });
             }
         }
-        if let Some(m) = msg.mount() {
-            *lock(&self.runc.expected_source) = Some(m.source.clone());
-        }
-        self.send_raw(recs.json, None, deadline)?;
-        if let Some(name) = recs.fd_name {
-            self.send_raw(name, fd, deadline)?;
-        }
-        Ok(())
-    }
-
-    /// [`SyncSocket::recv_deadline`] on the runc wire.
-    pub(super) fn recv_runc(&self, deadline: Option<Instant>) -> Result<Received, TransportError> {
-        let mut buf = lock_until(&self.runc.recv, deadline)?;
-        let buf: &mut Vec<u8> = &mut buf;
-        // The JSON record carries no fd: room for SPARE_FDS anyway, so a
-        // few stray fds are seen (and closed) rather than dropped unseen.
-        let rec = self.recv_raw(buf, 0, deadline)?;
-        let header =
-            runc::decode(&buf[..rec.len], &self.limits).map_err(TransportError::RuncDecode)?;
-        let ty = header.message_type();
-        if !rec.fds.is_empty() {
-            // `rec.fds` is dropped (closed) with the error.
-            return Err(TransportError::RuncDecode(
-                ValidationError::UnexpectedFd {
-                    ty,
-                    flags: header.message().flags,
-                }
-                .into(),
-            ));
-        }
-        if !header.has_fd() {
-            let msg = header.finish(None).map_err(TransportError::RuncDecode)?;
-            return Ok(Received { msg, fd: None });
-        }
-        let expected = match ty {
-            MessageType::MountFd => lock(&self.runc.expected_source).take(),
+        // The duplicate a pending fd record would need, made before anything
+        // is sent so its failure leaves nothing half done.
+        let dup = match (recs.fd_name, fd, attempt) {
+            (Some(_), Some(fd), Attempt::Once) | (Some(_), Some(fd), Attempt::Until(Some(_))) => {
+                Some(
+                    fd.try_clone_to_owned()
+                        .map_err(|e| TransportError::io("fcntl(F_DUPFD_CLOEXEC)", e))?,
+                )
+            }
             _ => None,
         };
-        let mut rec = match self.recv_raw(buf, 1, deadline) {
-            Ok(rec) => rec,
+        send_bytes(self.io(), recs.json, None, attempt)?;
+        if let Some(m) = msg.mount() {
+            self.runc.expected_source = Some(m.source.clone());
+        }
+        let Some(name) = recs.fd_name else {
+            return Ok(());
+        };
+        match send_bytes(self.io(), name, fd, attempt) {
+            Ok(()) => Ok(()),
+            Err(e @ (TransportError::WouldBlock | TransportError::SendTimeout { .. })) => {
+                if let Some(dup) = dup {
+                    self.runc.pending_send = Some((name.to_vec(), dup));
+                }
+                match e {
+                    // The message is committed: the rest goes out later.
+                    TransportError::WouldBlock => Ok(()),
+                    e => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a pending fd record ([`RuncState::pending_send`]), if any.
+    pub(super) fn flush_runc(&mut self, attempt: Attempt) -> Result<(), TransportError> {
+        let Some((name, fd)) = self.runc.pending_send.take() else {
+            return Ok(());
+        };
+        match send_bytes(
+            self.io(),
+            &name,
+            Some(std::os::fd::AsFd::as_fd(&fd)),
+            attempt,
+        ) {
+            Ok(()) => Ok(()),
+            Err(e @ (TransportError::WouldBlock | TransportError::SendTimeout { .. })) => {
+                self.runc.pending_send = Some((name, fd));
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`SyncSocket::recv_deadline`] / [`SyncSocket::try_recv`] on the runc
+    /// wire; `Ok(None)` only for [`Attempt::Once`].
+    pub(super) fn recv_runc(
+        &mut self,
+        attempt: Attempt,
+    ) -> Result<Option<Received>, TransportError> {
+        // A reply never comes before the request's fd record is out.
+        match self.flush_runc(attempt) {
+            Err(TransportError::WouldBlock) => return Ok(None),
+            other => other?,
+        }
+        let mut buf = std::mem::take(&mut self.runc.recv);
+        let out = self.recv_runc_in(attempt, &mut buf);
+        self.runc.recv = buf;
+        out
+    }
+
+    fn recv_runc_in(
+        &mut self,
+        attempt: Attempt,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<Received>, TransportError> {
+        let (header, expected) = match self.runc.pending_recv.take() {
+            Some(pending) => pending,
+            None => {
+                // The JSON record carries no fd: room for SPARE_FDS anyway,
+                // so a few stray fds are seen (and closed) rather than
+                // dropped unseen.
+                let Some(rec) = recv_raw(self.io(), buf, 0, attempt)? else {
+                    return Ok(None);
+                };
+                let header = runc::decode(&buf[..rec.len], &self.limits)
+                    .map_err(TransportError::RuncDecode)?;
+                let ty = header.message_type();
+                if !rec.fds.is_empty() {
+                    // `rec.fds` is dropped (closed) with the error.
+                    return Err(TransportError::RuncDecode(
+                        ValidationError::UnexpectedFd {
+                            ty,
+                            flags: header.message().flags,
+                        }
+                        .into(),
+                    ));
+                }
+                if !header.has_fd() {
+                    let msg = header.finish(None).map_err(TransportError::RuncDecode)?;
+                    return Ok(Some(Received { msg, fd: None }));
+                }
+                let expected = match ty {
+                    MessageType::MountFd => self.runc.expected_source.take(),
+                    _ => None,
+                };
+                (header, expected)
+            }
+        };
+        let ty = header.message_type();
+        let mut rec = match recv_raw(self.io(), buf, 1, attempt) {
+            Ok(Some(rec)) => rec,
+            // Not here yet (single attempt), or not before the deadline:
+            // keep the header; the next receive resumes with the fd record.
+            Ok(None) => {
+                self.runc.pending_recv = Some((header, expected));
+                return Ok(None);
+            }
+            Err(e @ TransportError::Timeout { .. }) => {
+                self.runc.pending_recv = Some((header, expected));
+                return Err(e);
+            }
             // HasFd promised a second record; end-of-file instead is the
             // peer's violation, not an orderly close.
             Err(TransportError::PeerClosed) => {
@@ -156,9 +233,9 @@ impl SyncSocket {
         let msg = header
             .finish(Some(name))
             .map_err(TransportError::RuncDecode)?;
-        Ok(Received {
+        Ok(Some(Received {
             msg,
             fd: rec.fds.pop(),
-        })
+        }))
     }
 }

@@ -9,11 +9,18 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-/// `SCM_PIDFD` (Linux 6.5): a pidfd the kernel installs when the *receiver*
-/// set `SO_PASSPIDFD`. Not in every libc version, so spelled out here.
-const SCM_PIDFD: i32 = 0x4c;
-/// `SCM_SECURITY`: an LSM label, delivered when the receiver set `SO_PASSSEC`.
-const SCM_SECURITY: i32 = 0x1d;
+/// `SCM_SECURITY` (control-message *type* 3, `include/linux/socket.h`): an
+/// LSM label, delivered when the receiver set `SO_PASSSEC` and a security
+/// module supplies one. Not exported by the `libc` crate (it is not in the
+/// uapi headers either), so spelled out here; `tests/transport.rs` checks it
+/// against the kernel with a real `SO_PASSSEC` socket where an LSM labels it.
+pub(crate) const SCM_SECURITY: i32 = 0x03;
+/// `SCM_PIDFD` (control-message *type* 4, `include/linux/socket.h`, Linux
+/// 6.5): a pidfd of the sender that the kernel installs when the *receiver*
+/// set `SO_PASSPIDFD` (the socket *option*, 76 — a different number). Not
+/// exported by the `libc` crate, so spelled out here; the unit test
+/// `scm_pidfd_is_what_the_kernel_sends` checks it with a real socket.
+pub(crate) const SCM_PIDFD: i32 = 0x04;
 
 /// The kernel's `struct cmsghdr` header size (`cmsg_len` is a `size_t`).
 const CMSG_HDR: usize = size_of::<usize>() + 2 * size_of::<i32>();
@@ -132,8 +139,18 @@ pub(crate) fn recvmsg(
 }
 
 /// Walks the control messages in `ctrl` with bounds checks at every step,
-/// takes ownership of every fd in each `SCM_RIGHTS` (and `SCM_PIDFD`)
-/// message, and notes the first control message it does not know.
+/// takes ownership of every fd in each `SCM_RIGHTS` message, closes the
+/// pidfd of an `SCM_PIDFD` message, and notes the first control message it
+/// does not know.
+///
+/// The only control messages the kernel delivers on an `AF_UNIX` socket are
+/// `SCM_RIGHTS` (fds), `SCM_CREDENTIALS` (`SO_PASSCRED`), `SCM_SECURITY`
+/// (`SO_PASSSEC`), `SCM_PIDFD` (`SO_PASSPIDFD`, an fd) and the timestamps
+/// (`SO_TIMESTAMP*`, no fd). An unknown message is never assumed to be
+/// fd-free: should a future kernel add another fd-carrying kind, its fds
+/// stay installed and unreachable — which is why every known fd-carrying
+/// kind is listed here and an unknown one is an error that ends the
+/// conversation.
 fn take_control(ctrl: &[u8]) -> (Vec<OwnedFd>, Option<(i32, i32)>) {
     let mut fds = Vec::new();
     let mut unexpected = None;
@@ -166,7 +183,7 @@ fn take_control(ctrl: &[u8]) -> (Vec<OwnedFd>, Option<(i32, i32)>) {
                 let mut pidfd = Vec::new();
                 own_fds(data, &mut pidfd);
             }
-            (libc::SOL_SOCKET, libc::SCM_CREDENTIALS) | (libc::SOL_SOCKET, SCM_SECURITY) => {}
+            (libc::SOL_SOCKET, libc::SCM_CREDENTIALS | SCM_SECURITY) => {}
             _ => {
                 unexpected.get_or_insert((level, kind));
             }
@@ -231,16 +248,34 @@ pub(crate) fn sendmsg(
 
 /// Takes ownership of fd number `raw`, inherited from the process that
 /// started us (the env-var hand-off), after checking that it is open.
-pub(crate) fn claim_inherited_fd(raw: RawFd) -> io::Result<OwnedFd> {
+///
+/// # Safety
+///
+/// If `raw` is open, nothing else in the process owns or uses it: the
+/// returned `OwnedFd` is its only owner and closes it when dropped.
+pub(crate) unsafe fn claim_inherited_fd(raw: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only reads the fd flags of `raw`; an unopened number
     // yields EBADF.
     if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: `raw` is open, and the hand-off contract (`PROCSYNC_SYNC_FD`)
-    // gives it to this call, which is the only code that reads the variable;
-    // the variable is removed right after, so it is claimed at most once.
+    // SAFETY: `raw` is open and, by the caller's contract, ours alone.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A close-on-exec duplicate of fd number `raw` (`F_DUPFD_CLOEXEC`, at 3 or
+/// above), taking nothing: `raw` itself is neither read, written, closed nor
+/// changed, whoever owns it.
+pub(crate) fn dup_inherited_fd(raw: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC creates a new fd referring to the same open
+    // file description and does not alter `raw` (an unopened number yields
+    // EBADF); the new fd is ours alone.
+    let n = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 3) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `n` was just created by this call and nothing else refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// Arranges for fd `raw` (whose `fstat` is `dev`/`ino`) to survive `exec`
@@ -301,5 +336,76 @@ mod tests {
         c[w..w + 4].copy_from_slice(&libc::IPPROTO_IP.to_ne_bytes());
         let (_, unexpected) = take_control(&c);
         assert_eq!(unexpected, Some((libc::IPPROTO_IP, libc::SCM_CREDENTIALS)));
+    }
+
+    /// `SCM_PIDFD` and `SCM_SECURITY` are not in the `libc` crate: check the
+    /// hand-written numbers against the kernel. With `SO_PASSPIDFD` on the
+    /// receiver the kernel adds a control message of type [`SCM_PIDFD`]
+    /// holding a pidfd; [`take_control`] closes it and reports nothing
+    /// unexpected. ([`SCM_SECURITY`] needs a security module that labels
+    /// sockets; `tests/transport.rs` runs `SO_PASSSEC` for real.)
+    #[test]
+    fn scm_pidfd_is_what_the_kernel_sends() {
+        assert_eq!(SCM_SECURITY, 3);
+        assert_ne!(SCM_PIDFD, libc::SO_PASSPIDFD);
+        let (a, b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads an int from `one`, which outlives the call.
+        let r = unsafe {
+            libc::setsockopt(
+                b.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PASSPIDFD,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            println!("SKIP: SO_PASSPIDFD needs Linux 6.5");
+            return;
+        }
+        use std::os::fd::AsFd;
+        assert_eq!(
+            sendmsg(a.as_fd(), b"x", None, libc::MSG_NOSIGNAL).unwrap(),
+            1
+        );
+        let mut buf: Vec<u8> = Vec::new();
+        let mut ctrl = RecvCtrl::new();
+        // Read the raw control data with our own recvmsg, then walk it.
+        buf.reserve_exact(8);
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: 8,
+        };
+        // SAFETY: an all-zero msghdr is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl.0.as_mut_ptr().cast();
+        msg.msg_controllen = CTRL_MAX as _;
+        // SAFETY: iov and control point at live buffers of the given sizes.
+        let n = unsafe { libc::recvmsg(b.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        assert_eq!(n, 1);
+        let used = msg.msg_controllen as usize;
+        let w = size_of::<usize>();
+        let level = i32::from_ne_bytes(ctrl.0[w..w + 4].try_into().unwrap());
+        let kind = i32::from_ne_bytes(ctrl.0[w + 4..w + 8].try_into().unwrap());
+        assert_eq!((level, kind), (libc::SOL_SOCKET, SCM_PIDFD));
+        let data = cmsg_align(CMSG_HDR);
+        let pidfd = i32::from_ne_bytes(ctrl.0[data..data + 4].try_into().unwrap());
+        let link = std::fs::read_link(format!("/proc/self/fd/{pidfd}")).unwrap();
+        assert_eq!(link.to_str(), Some("anon_inode:[pidfd]"));
+        let (fds, unexpected) = take_control(&ctrl.0[..used]);
+        assert!(fds.is_empty() && unexpected.is_none());
+        assert!(
+            std::fs::read_link(format!("/proc/self/fd/{pidfd}")).is_err(),
+            "the pidfd is closed"
+        );
     }
 }

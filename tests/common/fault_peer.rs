@@ -283,7 +283,8 @@ pub fn fault_peer_main() {
         "session-child" => session_child(),
         "never-reads" => never_reads(),
         "hold" => {
-            let _s = SyncSocket::from_env().unwrap();
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let _s = unsafe { SyncSocket::from_env() }.unwrap();
             std::thread::sleep(Duration::from_secs(20));
             0
         }
@@ -297,7 +298,8 @@ pub fn fault_peer_main() {
 
 /// A child speaking the init flow correctly, meeting its fate at the point.
 fn scripted_child() -> i32 {
-    let sock = SyncSocket::from_env().unwrap();
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    let mut sock = unsafe { SyncSocket::from_env() }.unwrap();
     let point = env_point();
     let fate = env_fate();
     if fate == Fate::HolderKill {
@@ -345,7 +347,8 @@ pub const NEVER_READS_REQUESTS: usize = 5000;
 /// the parent's sends would block. It stays alive (blocked in its own send
 /// or asleep) until the test kills it.
 fn never_reads() -> i32 {
-    let sock = SyncSocket::from_env().unwrap();
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    let mut sock = unsafe { SyncSocket::from_env() }.unwrap();
     for i in 0..NEVER_READS_REQUESTS {
         let m = Mount::bind(format!("/srv/{i}"), format!("/mnt/{i}"));
         if sock.send(&SyncMessage::mount_please(m), None).is_err() {
@@ -358,7 +361,8 @@ fn never_reads() -> i32 {
 
 /// A parent answering the init flow, meeting its fate at the point.
 fn scripted_parent() -> i32 {
-    let sock = SyncSocket::from_env().unwrap();
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    let mut sock = unsafe { SyncSocket::from_env() }.unwrap();
     let point = env_point();
     let fate = env_fate();
     if fate == Fate::HolderKill {
@@ -453,7 +457,8 @@ fn session_child() -> i32 {
     let point = env_point();
     let peer: u32 = std::env::var(PEER_PID_VAR).unwrap().parse().unwrap();
     let watch = pidfd(peer);
-    let child = Child::from_env(Flow::Init)
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    let child = unsafe { Child::from_env(Flow::Init) }
         .unwrap()
         .with_deadline(PEER_WAIT)
         .with_peer_pidfd(pidfd(peer));

@@ -84,7 +84,8 @@ fn run_child() -> Result<String, String> {
         return Err(format!("bad plan {plan:?}"));
     };
     let pair = pair as usize;
-    let sock = SyncSocket::from_env().map_err(|e| e.to_string())?;
+    // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+    let mut sock = unsafe { SyncSocket::from_env() }.map_err(|e| e.to_string())?;
     let fds_at_start = fd_count();
     let mut seq = 0u64;
     let mut first_file: Option<(u64, u64)> = None;
@@ -163,7 +164,7 @@ pub struct Served {
 /// number in each MountPlease, then shuts down its side.
 pub fn serve(
     pair: usize,
-    sock: SyncSocket,
+    mut sock: SyncSocket,
     conversations: u64,
     mounts: u64,
 ) -> Result<Served, String> {

@@ -132,7 +132,8 @@ pub fn peer_main() {
     };
     let code = match role.as_str() {
         "from-env" => {
-            let r = SyncSocket::from_env();
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let r = unsafe { SyncSocket::from_env() };
             let var = std::env::var_os(ENV_SYNC_FD).is_some();
             match r {
                 Ok(s) => {
@@ -145,26 +146,45 @@ pub fn peer_main() {
             }
             0
         }
+        "from-env-dup" => {
+            let n: i32 = std::env::var(ENV_SYNC_FD)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1);
+            let r = SyncSocket::from_env_dup();
+            let var = std::env::var_os(ENV_SYNC_FD).is_some();
+            // The named fd is left alone whatever happened.
+            let orig_open = open_fds().contains(&n);
+            match r {
+                Ok(s) => println!(
+                    "RESULT ok dup={} var={var} orig_open={orig_open}",
+                    s.as_raw_fd() != n
+                ),
+                Err(e) => println!("RESULT {} var={var} orig_open={orig_open}", e.kind()),
+            }
+            0
+        }
         "list-fds-plain" => {
             println!("FDS {:?}", open_fds());
             0
         }
         "hold" => {
             // A grandchild that inherited the socket and just keeps it open.
-            let _s = SyncSocket::from_env().unwrap();
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let _s = unsafe { SyncSocket::from_env() }.unwrap();
             std::thread::sleep(Duration::from_secs(20));
             0
         }
         _ => {
-            let sock = SyncSocket::from_env().expect("peer: from_env");
-            peer_role(&role, &sock)
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let sock = unsafe { SyncSocket::from_env() }.expect("peer: from_env");
+            peer_role(&role, sock)
         }
     };
     std::process::exit(code);
 }
 
-fn peer_role(role: &str, sock: &SyncSocket) -> i32 {
-    let fd = sock.as_fd();
+fn peer_role(role: &str, mut sock: SyncSocket) -> i32 {
     let file = std::fs::File::open("/dev/null").unwrap();
     let f = file.as_fd();
     let mfd = SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/src");
@@ -191,7 +211,7 @@ fn peer_role(role: &str, sock: &SyncSocket) -> i32 {
         },
         "list-fds" => {
             let var = std::env::var_os(ENV_SYNC_FD).is_some();
-            let cloexec = rustix::io::fcntl_getfd(sock)
+            let cloexec = rustix::io::fcntl_getfd(&sock)
                 .unwrap()
                 .contains(rustix::io::FdFlags::CLOEXEC);
             // /dev/null opened above is ours; leave it out.
@@ -203,8 +223,8 @@ fn peer_role(role: &str, sock: &SyncSocket) -> i32 {
                 "fds={fds:?} sock={} var={var} cloexec={cloexec}",
                 sock.as_raw_fd()
             );
-            sock.send_record(report.as_bytes(), None).unwrap();
-            wait_closed(sock)
+            sock.send_record(report.as_bytes(), None, None).unwrap();
+            wait_closed(&mut sock)
         }
         "eintr" => {
             // A signal every 5 ms with a handler and no SA_RESTART: poll and
@@ -219,14 +239,14 @@ fn peer_role(role: &str, sock: &SyncSocket) -> i32 {
                 }
                 other => format!("deadline: {other:?} after {waited:?}"),
             };
-            sock.send_record(first.as_bytes(), None).unwrap();
+            sock.send_record(first.as_bytes(), None, None).unwrap();
             // Blocking recv (no deadline) across many signals.
             let second = match sock.recv() {
                 Ok(r) if r.msg == SyncMessage::run() => "recv-ok".to_string(),
                 other => format!("recv: {other:?}"),
             };
-            sock.send_record(second.as_bytes(), None).unwrap();
-            wait_closed(sock)
+            sock.send_record(second.as_bytes(), None, None).unwrap();
+            wait_closed(&mut sock)
         }
         "stall" => {
             let _ = sock.recv();
@@ -237,7 +257,7 @@ fn peer_role(role: &str, sock: &SyncSocket) -> i32 {
             let mut cmd = peer_command("hold");
             sock.pass_to_child(&mut cmd).unwrap();
             let mut gc = cmd.spawn().unwrap();
-            sock.send_record(format!("{}", gc.id()).as_bytes(), None)
+            sock.send_record(format!("{}", gc.id()).as_bytes(), None, None)
                 .unwrap();
             // The test SIGKILLs us while we wait; the grandchild lives on.
             let _ = gc.wait();
@@ -245,6 +265,7 @@ fn peer_role(role: &str, sock: &SyncSocket) -> i32 {
         }
         other => {
             let case = other.strip_prefix("raw:").expect("unknown role");
+            let fd = sock.as_fd();
             match case {
                 "hasfd-no-fd" => raw_send(fd, &encoded(&mfd, true), &[]),
                 "fd-no-hasfd" => raw_send(fd, &encoded(&SyncMessage::ready(), false), &[f]),
@@ -273,7 +294,7 @@ fn peer_role(role: &str, sock: &SyncSocket) -> i32 {
                 "garbage-with-fd" => raw_send(fd, &[0x05, 0x08, 0x07], &[f]),
                 _ => panic!("unknown raw case {case}"),
             }
-            wait_closed(sock)
+            wait_closed(&mut sock)
         }
     }
 }
@@ -305,7 +326,7 @@ fn interrupt_every_5ms() {
 }
 
 /// Keeps the socket open until the parent closes its end (at most 20 s).
-fn wait_closed(sock: &SyncSocket) -> i32 {
+fn wait_closed(sock: &mut SyncSocket) -> i32 {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         match sock.recv_deadline(Some(deadline)) {

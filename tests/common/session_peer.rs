@@ -142,7 +142,8 @@ fn run_role(role: &str) -> R {
     let s = |e: SessionError| e.to_string();
     match role {
         "init-full" => {
-            let mut child = Child::from_env(Flow::Init)
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let mut child = unsafe { Child::from_env(Flow::Init) }
                 .map_err(s)?
                 .with_deadline(Duration::from_secs(20));
             for (i, dir) in dirs().iter().enumerate() {
@@ -171,7 +172,8 @@ fn run_role(role: &str) -> R {
             Ok(())
         }
         "exec-attached" => {
-            let mut child = Child::from_env(Flow::Exec)
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let mut child = unsafe { Child::from_env(Flow::Exec) }
                 .map_err(s)?
                 .with_deadline(Duration::from_secs(20));
             let misuse = child.hooks().unwrap_err();
@@ -190,7 +192,8 @@ fn run_role(role: &str) -> R {
             Ok(())
         }
         "fail-after-mount" => {
-            let mut child = Child::from_env(Flow::Init).map_err(s)?;
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let mut child = unsafe { Child::from_env(Flow::Init) }.map_err(s)?;
             let dir = &dirs()[0];
             let src = child.mount_source(&mount_for(0, dir)).map_err(s)?;
             drop(src);
@@ -203,7 +206,8 @@ fn run_role(role: &str) -> R {
         }
         "expect-remote" => {
             // Asks for dirs[0] at /mnt/0 and expects the parent's Error reply.
-            let mut child = Child::from_env(Flow::Init)
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let mut child = unsafe { Child::from_env(Flow::Init) }
                 .map_err(s)?
                 .with_deadline(Duration::from_secs(20));
             let dir = &dirs()[0];
@@ -221,7 +225,8 @@ fn run_role(role: &str) -> R {
             }
         }
         "no-ready" => {
-            let mut child = Child::from_env(Flow::Init).map_err(s)?;
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let mut child = unsafe { Child::from_env(Flow::Init) }.map_err(s)?;
             child.hooks().map_err(s)?;
             let e = child.close().unwrap_err();
             check(
@@ -233,7 +238,8 @@ fn run_role(role: &str) -> R {
         }
         "late-mount" => {
             // Bypasses the state machine: MountPlease after Hooks.
-            let sock = SyncSocket::from_env().map_err(|e| e.to_string())?;
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let mut sock = unsafe { SyncSocket::from_env() }.map_err(|e| e.to_string())?;
             sock.send(&SyncMessage::hooks(), None).unwrap();
             let r = sock.recv().unwrap();
             check(r.msg == SyncMessage::hooks_done(), "HooksDone")?;
@@ -250,14 +256,16 @@ fn run_role(role: &str) -> R {
             Ok(())
         }
         "stop" => {
-            let _child = Child::from_env(Flow::Exec).map_err(s)?;
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let _child = unsafe { Child::from_env(Flow::Exec) }.map_err(s)?;
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP)
                 .unwrap();
             std::thread::sleep(Duration::from_secs(20));
             Ok(())
         }
         "spawn-holder" => {
-            let sock = SyncSocket::from_env().map_err(|e| e.to_string())?;
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let sock = unsafe { SyncSocket::from_env() }.map_err(|e| e.to_string())?;
             let mut cmd = session_command("hold");
             cmd.stdout(Stdio::null());
             sock.pass_to_child(&mut cmd).unwrap();
@@ -268,13 +276,15 @@ fn run_role(role: &str) -> R {
             Ok(())
         }
         "hold" => {
-            let _sock = SyncSocket::from_env().map_err(|e| e.to_string())?;
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let _sock = unsafe { SyncSocket::from_env() }.map_err(|e| e.to_string())?;
             std::thread::sleep(Duration::from_secs(20));
             Ok(())
         }
         "parent-dies" => {
             // A parent that takes one request and dies without answering.
-            let sock = SyncSocket::from_env().map_err(|e| e.to_string())?;
+            // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
+            let mut sock = unsafe { SyncSocket::from_env() }.map_err(|e| e.to_string())?;
             let _ = sock.recv();
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL)
                 .unwrap();

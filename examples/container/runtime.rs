@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use procsync::runtime::MountFdService;
+use procsync::runtime::{MountFdService, Symlinks};
 use procsync::rustix::fs::{Mode, OFlags};
 use procsync::schema::{IdMap, MessageType, Mount};
 use procsync::session::{HandlerError, MountSource, Parent, ParentHandler, SeccompFd};
@@ -70,6 +70,10 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
     // instruction of its own.
     let service = mount_service(spawned.pid, &bundle)?;
     let t_service = monotonic_ns();
+    out!(
+        "parent:   pinned {} configured bind sources in the init's mount namespace, before the init runs",
+        service.pinned_sources().map_or(0, |p| p.len())
+    );
     procsync::rustix::io::write(&go_write, &[1])?;
     drop(go_write);
 
@@ -253,12 +257,20 @@ fn write_id_maps(pid: i32, bundle: &Bundle) -> Res<()> {
     Ok(())
 }
 
-/// The mount-fd service: resolves sources in the init's mount namespace,
-/// where a plain (`O_PATH`) source must live for the init to bind it. It
-/// is built while the init still waits for its go byte.
-fn mount_service(pid: i32, _bundle: &Bundle) -> Res<MountFdService> {
-    Ok(MountFdService::in_mount_namespace(
+/// The mount-fd service: a worker in the init's mount namespace (where a
+/// plain `O_PATH` source must live for the init to bind it) pins every
+/// configured bind source now, while the init still waits for its go byte
+/// and has run nothing of its own; requests are served from the pins, so
+/// nothing the init does to those paths later changes what it gets.
+/// Symlinks before the last component of a configured source are followed
+/// (host layouts such as `/var/run -> /run`; `config.json` is trusted, and
+/// no container process exists yet), magic links and a symlink as the
+/// source itself are refused.
+fn mount_service(pid: i32, bundle: &Bundle) -> Res<MountFdService> {
+    Ok(MountFdService::in_mount_namespace_pinned(
         format!("/proc/{pid}/ns/mnt"),
+        &bundle.requests(),
+        Symlinks::FollowBeforeLast,
         Default::default(),
     )?)
 }

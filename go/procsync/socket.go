@@ -699,12 +699,13 @@ func (s *SyncSocket) closedOr(err error) error {
 	return &TransportError{kind: KindIO, Err: err}
 }
 
-// waitError puts op into a wait's error.
+// waitError is a wait's error with op in it (a copy: err may be one of the
+// shared sentinels).
 func (s *SyncSocket) waitError(op string, err error) error {
-	var te *TransportError
-	if errors.As(err, &te) {
-		te.Op = op
-		return te
+	if te, ok := err.(*TransportError); ok {
+		c := *te
+		c.Op = op
+		return &c
 	}
 	return err
 }

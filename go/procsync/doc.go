@@ -13,7 +13,7 @@
 //     sendmsg/recvmsg, with at most one fd as SCM_RIGHTS, deadlines, and
 //     peer-death detection through a pidfd.
 //   - State: [Machine] knows which message may follow which, for both roles
-//     and both flows ([FlowInit], [FlowExec]): the Rust crate's machine, with
+//     and the flows ([FlowInit], [FlowExec], [FlowExecNoReady]): the Rust crate's machine, with
 //     the same state names, Broken and crossing-Error rules, close rules and
 //     error texts (tests/vectors/state.json, generated from the Rust
 //     machine, holds both to it).

@@ -135,8 +135,7 @@ func newSocket(fd int) (*SyncSocket, error) {
 	f := os.NewFile(uintptr(fd), "procsync-sync-socket")
 	rc, err := f.SyscallConn()
 	if err != nil {
-		// Not reachable for a socket; do not let f close fd behind the
-		// caller's back.
+		// Not reachable: SyscallConn fails only for a nil *os.File.
 		return nil, &TransportError{kind: KindIO, Op: "register with the netpoller", Err: err}
 	}
 	s := &SyncSocket{fd: fd, file: f, rc: rc, limits: DefaultLimits()}

@@ -13,9 +13,9 @@
 //     sendmsg/recvmsg, with at most one fd as SCM_RIGHTS, deadlines, and
 //     peer-death detection through a pidfd.
 //   - State: [Machine] knows which message may follow which, for both roles
-//     and the flows ([FlowInit], [FlowExec], [FlowExecNoReady]): the Rust crate's machine, with
-//     the same state names, Broken and crossing-Error rules, close rules and
-//     error texts (tests/vectors/state.json, generated from the Rust
+//     and the flows ([FlowInit], [FlowExec], [FlowExecNoReady]): the Rust
+//     crate's machine, with the same state names, Broken and crossing-Error
+//     rules, close rules and error kinds (tests/vectors/state.json, generated from the Rust
 //     machine, holds both to it).
 //   - Sessions: [Child] and [Parent] drive a whole exchange: the child asks
 //     (MountPlease, Hooks, Ready, Seccomp), the parent answers through a

@@ -966,3 +966,41 @@ fn seed_id_mapped_request_is_read_or_refused_never_dropped() {
         let _ = peer.finish();
     }
 }
+
+/// The session layer (what a runtime uses) in the exec flow of every
+/// profile: a procsync `Parent` of that profile's exec flow serves a Go
+/// runc-style exec child of that profile to the end, Ready or not.
+#[test]
+fn session_parent_serves_go_exec_child_in_every_profile() {
+    let _g = serial();
+    if peer_bin().is_none() {
+        return;
+    }
+    for profile in RuncProfile::ALL {
+        let before = fd_count();
+        let (sock, child) = spawn_go(
+            &["child", "-mode", "exec", "-profile", profile.name()],
+            profile.mount_shape(),
+        );
+        let mut parent = Parent::new(sock, profile.exec_flow(), [])
+            .with_deadline(WAIT)
+            .with_child_process(&child)
+            .unwrap();
+        let report = parent.serve(&mut Handler {
+            open_tree: None,
+            stderr: None,
+            seccomp_taken: false,
+        });
+        drop(parent);
+        let (code, out) = wait_go(child);
+        assert_eq!(code, Some(0), "{}: {out}", profile.name());
+        let report = report.unwrap_or_else(|e| panic!("{}: {e}", profile.name()));
+        assert_eq!(
+            report.ready,
+            profile.exec_flow() == Flow::Exec,
+            "{}",
+            profile.name()
+        );
+        assert_eq!(fd_count(), before, "{}", profile.name());
+    }
+}

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-20}
 [ "$(id -u)" = 0 ] || { echo "container-timings.sh: needs root" >&2; exit 1; }
-cargo build --release --locked --example container >&2
+cargo build --release --locked --features oci --example container >&2
 bin=target/release/examples/container
 work="$(mktemp -d /tmp/procsync-timings.XXXXXX)"
 trap 'rm -rf "$work"' EXIT

@@ -82,7 +82,8 @@ pub enum Wire {
     Native,
     /// runc's JSON sync wire (runc ≥ 1.2): a JSON record per message, an fd
     /// in a second record named after the file. The shape says how a sent
-    /// `MountPlease` prints `configs.Mount`; both shapes are received.
+    /// `MountPlease` prints `configs.Mount` and which layout a received one
+    /// must have (PROTOCOL.md §15).
     #[cfg(feature = "runc-compat")]
     Runc(crate::wire::runc::MountShape),
 }

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // goKinds is every ErrorKind constant of the package.
@@ -80,5 +81,28 @@ func TestKindOfProtocolErrors(t *testing.T) {
 	err = <-done
 	if k, _ := KindOf(err); k != KindProtocolViolation || !errors.Is(err, ErrPeerClosed) {
 		t.Fatalf("violation: %q %v", k, err)
+	}
+}
+
+// The sentinels stay what they are: errors built from them (with an Op)
+// are copies, and errors.Is matches any TransportError of their kind.
+func TestSentinelsAreNotModified(t *testing.T) {
+	a, b := pair(t)
+	defer a.Close()
+	done := make(chan error, 1)
+	go func() { _, _, err := b.Recv(soon()); done <- err }()
+	time.Sleep(10 * time.Millisecond)
+	b.Close()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatal(err)
+	}
+	for _, s := range []error{ErrClosed, ErrPeerClosed, ErrPeerDied} {
+		if te := s.(*TransportError); te.Op != "" || te.Err != nil {
+			t.Fatalf("sentinel modified: %+v", te)
+		}
+	}
+	if !errors.Is(&TransportError{kind: KindClosed, Op: "recv"}, ErrClosed) ||
+		errors.Is(&TransportError{kind: KindPeerDied, Op: "recv"}, ErrClosed) {
+		t.Fatal("Is by kind")
 	}
 }

@@ -69,7 +69,7 @@ func parseMount(v string) (*pb.Mount, error) {
 }
 
 type config struct {
-	maxRecord int
+	maxRecord       int
 	role, flow      string
 	fdEnv           bool
 	fd              int

@@ -1198,8 +1198,11 @@ fn runc_wire_try_send_keeps_the_fd_record_pending() {
     let file = std::fs::File::open("/dev/null").unwrap();
     let before = fd_count();
     // The child asked for /dev/null: the reply's fd record must carry it.
-    b.send(&SyncMessage::mount_please(Mount::bind("/dev/null", "/x")), None)
-        .unwrap();
+    b.send(
+        &SyncMessage::mount_please(Mount::bind("/dev/null", "/x")),
+        None,
+    )
+    .unwrap();
     a.recv_deadline(soon(1000)).unwrap();
     // Fill a's send side with tiny raw records, then make room for one.
     let mut filler = 0usize;

@@ -29,6 +29,9 @@
 //! * `oci` — `oci::MountPlan`: the mount requests and the mount policy of
 //!   a container, built from its OCI bundle's `config.json` (the `oci-spec`
 //!   crate, re-exported as `oci::oci_spec`).
+//! * `tokio` — async sessions and socket (`session::tokio`,
+//!   `transport::tokio`) on tokio's reactor and clock; no tokio type appears
+//!   in their signatures.
 //!
 //! # Third-party types
 //!

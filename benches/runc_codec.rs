@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
             .to_vec();
         c.bench_function(&format!("runc/decode/{name}"), |b| {
             b.iter(|| {
-                runc::decode(black_box(&rec), &limits)
+                runc::decode(black_box(&rec), MountShape::V1_2, &limits)
                     .unwrap()
                     .finish(None)
                     .unwrap()

@@ -13,18 +13,25 @@
 //! * [`transport`] — the seqpacket sync socket (records, fds, deadlines);
 //! * [`state`] — the legal order of messages, a sans-IO state machine per side;
 //! * [`policy`] — which mount requests the parent serves;
-//! * [`runtime`] — the parent's mount-fd service (open_tree, id-mapped mounts,
-//!   O_PATH binds), the fast user-namespace fd helper and the child's attach.
+//! * `runtime` (feature `runtime`, on by default) — the parent's mount-fd
+//!   service (open_tree, id-mapped mounts, O_PATH binds), the fast
+//!   user-namespace fd helper and the child's attach.
 //!
 //! `docs/PROTOCOL.md` is the normative specification of the wire.
 //!
 //! # Features
 //!
+//! * `runtime` (default) — the runtime layer. Without it
+//!   (`default-features = false`) the crate is the protocol alone: no
+//!   `CLONE_VM` helper, no helper pool, no namespace worker threads.
 //! * `runc-compat` — runc's JSON sync wire (`wire::runc`,
 //!   `transport::Wire::Runc`), for talking to a real runc.
 //! * `oci` — `oci::MountPlan`: the mount requests and the mount policy of
 //!   a container, built from its OCI bundle's `config.json` (the `oci-spec`
 //!   crate, re-exported as `oci::oci_spec`).
+//! * `tokio` — async sessions and socket (`session::tokio`,
+//!   `transport::tokio`) on tokio's reactor and clock; no tokio type appears
+//!   in their signatures.
 //!
 //! # Third-party types
 //!
@@ -59,6 +66,7 @@ pub use rustix;
 pub mod oci;
 mod origin;
 pub mod policy;
+#[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod schema;
 pub mod session;

@@ -105,6 +105,58 @@ impl MessageType {
     }
 }
 
+/// Which `payload` member a message carries: the one table both wires use
+/// to decide which types need a payload, and of what kind (PROTOCOL.md §5,
+/// rule 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayloadKind {
+    /// [`ErrorInfo`], carried by ERROR.
+    Error,
+    /// [`Mount`], carried by MOUNT_PLEASE.
+    MountPlease,
+    /// [`MountFdInfo`], carried by MOUNT_FD.
+    MountFd,
+    /// [`SeccompInfo`], carried by SECCOMP.
+    Seccomp,
+}
+
+impl PayloadKind {
+    /// The `oneof` member's name (`"mount_please"`), as used in errors.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PayloadKind::Error => "error",
+            PayloadKind::MountPlease => "mount_please",
+            PayloadKind::MountFd => "mount_fd",
+            PayloadKind::Seccomp => "seccomp",
+        }
+    }
+}
+
+impl MessageType {
+    /// The payload this type must carry, or `None` for a type that carries none.
+    pub const fn payload(self) -> Option<PayloadKind> {
+        match self {
+            MessageType::Error => Some(PayloadKind::Error),
+            MessageType::MountPlease => Some(PayloadKind::MountPlease),
+            MessageType::MountFd => Some(PayloadKind::MountFd),
+            MessageType::Seccomp => Some(PayloadKind::Seccomp),
+            _ => None,
+        }
+    }
+}
+
+impl Payload {
+    /// Which member this is.
+    pub const fn kind(&self) -> PayloadKind {
+        match self {
+            Payload::Error(_) => PayloadKind::Error,
+            Payload::MountPlease(_) => PayloadKind::MountPlease,
+            Payload::MountFd(_) => PayloadKind::MountFd,
+            Payload::Seccomp(_) => PayloadKind::Seccomp,
+        }
+    }
+}
+
 impl std::fmt::Display for MessageType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

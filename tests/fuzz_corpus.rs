@@ -54,6 +54,7 @@ fn seeds(target: &str) -> BTreeMap<String, Vec<u8>> {
             }
         }
     }
+    #[cfg(feature = "runc-compat")]
     if target == "runc_decode" {
         runc_seeds(&mut out);
     }
@@ -101,8 +102,11 @@ fn seeds(target: &str) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// runc_decode seeds from tests/vectors/runc.json, in the target's layout:
-/// byte 0 = fds with the fd record, then the JSON record, then `0xff` and
-/// the fd record's name, then `0xff` and the expected name.
+/// byte 0 = fds with the fd record | the vector's layout (index in
+/// `MountShape::ALL`, v1.2 when the vector names none) << 2, then the JSON
+/// record, then `0xff` and the fd record's name, then `0xff` and the
+/// expected name.
+#[cfg(feature = "runc-compat")]
 fn runc_seeds(out: &mut BTreeMap<String, Vec<u8>>) {
     let text = std::fs::read_to_string(Path::new(ROOT).join("tests/vectors/runc.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -123,7 +127,13 @@ fn runc_seeds(out: &mut BTreeMap<String, Vec<u8>>) {
                     c["expected_fd_name"].as_str(),
                 ),
             };
-            let mut input = vec![nfds];
+            let layout = c["shape"].as_str().map_or(1, |s| {
+                procsync::wire::runc::MountShape::ALL
+                    .iter()
+                    .position(|m| m.name() == s)
+                    .unwrap() as u8
+            });
+            let mut input = vec![nfds | layout << 2];
             input.extend(&record);
             if let Some(name) = fd_record {
                 input.push(0xff);

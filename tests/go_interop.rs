@@ -31,11 +31,12 @@ use std::time::{Duration, Instant};
 use procsync::policy::{ConfiguredMounts, MountPolicy, PolicyRefusal};
 use procsync::schema::{Mount, MountSourceKind};
 use procsync::session::{
-    refusal_text, Child, HandlerError, MountSource, Parent, ParentHandler, SeccompFd,
-    SeccompHandoff, SessionError,
+    error_reply, refusal_text, Child, HandlerError, MountSource, Parent, ParentHandler, SeccompFd,
+    SeccompHandoff, SessionError, TRUNCATION_MARK,
 };
 use procsync::state::{Flow, State};
-use procsync::transport::{Origin, SyncSocket, ENV_SYNC_FD};
+use procsync::transport::{Origin, SyncSocket, Wire, ENV_SYNC_FD};
+use procsync::wire::Limits;
 
 /// The env var that turns the re-executed test binary into a Rust peer.
 const ROLE_VAR: &str = "PROCSYNC_GO_INTEROP_ROLE";
@@ -368,6 +369,40 @@ fn a_go_childs_error_reaches_the_rust_parent() {
         other => panic!("got {other:?}\n{exit}"),
     }
     assert_eq!(exit.code, Some(0), "{exit}");
+}
+
+/// An Error text too long for the sender's record limit is cut the same
+/// way by both languages (PROTOCOL §11: at a UTF-8 boundary, the longest
+/// prefix that fits with ` […truncated]`): the Go child's `Fail` under a
+/// small limit arrives as exactly what the Rust session would have sent.
+#[test]
+fn a_long_error_text_is_cut_alike_in_both_languages() {
+    let Some((_g, peer)) = start() else { return };
+    let text = format!("cannot pivot_root: {}", "\u{e9}".repeat(5000));
+    for max in [64usize, 128, 4096, 65536] {
+        let (sock, end) = SyncSocket::pair().unwrap();
+        let limit = max.to_string();
+        let go = spawn_go(
+            peer,
+            &end,
+            &["-role", "child", "-max-record", &limit, "-fail-with", &text],
+        );
+        drop(end);
+        let r = rust_parent(sock, Flow::Init, vec![], &go).serve(&mut Handler::default());
+        let exit = finish(go);
+        let want = error_reply(&text, Wire::Native, &Limits::with_max_record(max));
+        let want = want.error_message().unwrap();
+        match r {
+            Err(SessionError::Remote { message }) => {
+                assert_eq!(message, want, "limit {max}");
+                if max < 65536 {
+                    assert!(message.ends_with(TRUNCATION_MARK), "limit {max}");
+                }
+            }
+            other => panic!("limit {max}: got {other:?}\n{exit}"),
+        }
+        assert_eq!(exit.code, Some(0), "{exit}");
+    }
 }
 
 #[test]

@@ -32,14 +32,18 @@ fn str_field<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
 
+/// The layout the tests that are not about layouts use.
+const SHAPE: MountShape = MountShape::V1_2;
+
 /// Decodes a JSON record and, when it announces an fd, the fd record.
 fn decode_all(
     record: &[u8],
+    shape: MountShape,
     fd_record: Option<&[u8]>,
     nfds: usize,
     expected_name: Option<&str>,
 ) -> Result<SyncMessage, RuncDecodeError> {
-    let header = runc::decode(record, &Limits::default())?;
+    let header = runc::decode(record, shape, &Limits::default())?;
     let name = match fd_record {
         Some(rec) if header.has_fd() => Some(runc::decode_fd_record(rec, nfds, expected_name)?),
         _ => None,
@@ -60,10 +64,6 @@ fn valid_vectors_decode_and_encode_byte_exactly() {
         let fd_record = str_field(case, "fd_record");
         let expected = message_from_proto_json(&case["message"]);
 
-        let got = decode_all(record, fd_record.map(str::as_bytes), 1, fd_record)
-            .unwrap_or_else(|e| panic!("{name}: decode failed: {e} ({})", e.kind()));
-        assert_eq!(got, expected, "{name}: decoded message");
-
         let shape = match str_field(case, "shape") {
             Some(s) => {
                 shapes.insert(s.to_owned());
@@ -71,6 +71,10 @@ fn valid_vectors_decode_and_encode_byte_exactly() {
             }
             None => MountShape::V1_2,
         };
+        let got = decode_all(record, shape, fd_record.map(str::as_bytes), 1, fd_record)
+            .unwrap_or_else(|e| panic!("{name}: decode failed: {e} ({})", e.kind()));
+        assert_eq!(got, expected, "{name}: decoded message");
+
         let mut out = b"prefix".to_vec();
         let recs = runc::encode(&expected, fd_record, shape, &Limits::default(), &mut out)
             .unwrap_or_else(|e| panic!("{name}: encode failed: {e}"));
@@ -94,7 +98,10 @@ fn valid_vectors_decode_and_encode_byte_exactly() {
     );
     assert_eq!(
         shapes,
-        HashSet::from(["v1.2".to_owned(), "v1.4".to_owned()])
+        MountShape::ALL
+            .iter()
+            .map(|s| s.name().to_owned())
+            .collect::<HashSet<_>>()
     );
 }
 
@@ -116,7 +123,10 @@ fn invalid_vectors_fail_with_their_kind() {
             .and_then(Value::as_u64)
             .map_or(1, |n| n as usize);
         let expected_name = str_field(case, "expected_fd_name");
-        match decode_all(&record, fd_record, nfds, expected_name) {
+        let shape = str_field(case, "shape").map_or(MountShape::V1_2, |s| {
+            MountShape::from_name(s).unwrap_or_else(|| panic!("{name}: shape {s}"))
+        });
+        match decode_all(&record, shape, fd_record, nfds, expected_name) {
             Ok(m) => panic!("{name}: accepted as {m:?}, want {want}"),
             Err(e) => assert_eq!(e.kind().as_str(), want, "{name}: {e}"),
         }
@@ -217,19 +227,30 @@ fn both_shapes_round_trip_every_field() {
     for shape in [MountShape::V1_2, MountShape::V1_4] {
         let mut out = Vec::new();
         let r = runc::encode(&msg, None, shape, &Limits::default(), &mut out).unwrap();
-        let back = runc::decode(r.json, &Limits::default())
+        let back = runc::decode(r.json, shape, &Limits::default())
             .unwrap()
             .finish(None)
             .unwrap();
         assert_eq!(back, msg, "{shape:?}");
     }
+    // runc ≥ 1.5 has no relabel: everything else survives.
+    let mut out = Vec::new();
+    let r = runc::encode(&msg, None, MountShape::V1_5, &Limits::default(), &mut out).unwrap();
+    assert!(!String::from_utf8_lossy(r.json).contains("relabel"));
+    let back = runc::decode(r.json, MountShape::V1_5, &Limits::default())
+        .unwrap()
+        .finish(None)
+        .unwrap();
+    let mut want = full_mount();
+    want.relabel.clear();
+    assert_eq!(back, SyncMessage::mount_please(want));
 }
 
 #[test]
 fn decoding_tolerates_what_go_tolerates() {
     let limits = Limits::default();
     let ok = |s: &str| -> SyncMessage {
-        runc::decode(s.as_bytes(), &limits)
+        runc::decode(s.as_bytes(), SHAPE, &limits)
             .and_then(|h| h.finish(None))
             .unwrap_or_else(|e| panic!("{s}: {e}"))
     };
@@ -251,11 +272,75 @@ fn decoding_tolerates_what_go_tolerates() {
         ok(r#"{"type":"procError","flags":0,"arg":{"message":""}}"#),
         SyncMessage::error("")
     );
-    // v1.2 nulls and an empty array mean absent; unknown mount keys are ignored.
+    // v1.2 nulls and an empty array mean absent.
     let m = ok(
-        r#"{"type":"procMountPlease","flags":0,"arg":{"source":"/s","destination":"/d","device":"bind","flags":4096,"propagation_flags":[],"rec_attr":null,"id_mapping":null,"uid_mappings":[{"container_id":0}],"future":{"a":1}}}"#,
+        r#"{"type":"procMountPlease","flags":0,"arg":{"source":"/s","destination":"/d","device":"bind","flags":4096,"propagation_flags":[],"rec_attr":null,"id_mapping":null}}"#,
     );
     assert_eq!(m, SyncMessage::mount_please(Mount::bind("/s", "/d")));
+}
+
+/// Issue 12.17: runc ba0b5e269 (the seed commit) sends an id-mapped mount
+/// with top-level `uid_mappings`/`gid_mappings`. On main these keys were
+/// ignored and the request decoded as a plain bind; now every layout but the
+/// seed's refuses them (`unknown-field`), and the seed layout reads them as
+/// the non-recursive id mapping they are.
+#[test]
+fn a_key_outside_the_layout_is_never_dropped() {
+    let limits = Limits::default();
+    let seed = br#"{"type":"procMountPlease","flags":0,"arg":{"source":"/s","destination":"/d","device":"bind","flags":20480,"cleared_flags":0,"propagation_flags":null,"data":"","relabel":"","rec_attr":null,"extensions":0,"uid_mappings":[{"container_id":0,"host_id":100000,"size":65536}],"gid_mappings":[{"container_id":0,"host_id":100000,"size":65536}]}}"#;
+    for shape in [MountShape::V1_2, MountShape::V1_4, MountShape::V1_5] {
+        let e = runc::decode(seed, shape, &limits).unwrap_err();
+        assert_eq!(e.kind(), RuncErrorKind::UnknownField, "{shape:?}: {e}");
+    }
+    let m = runc::decode(seed, MountShape::Seed, &limits)
+        .unwrap()
+        .finish(None)
+        .unwrap();
+    let want = Mount::bind("/s", "/d")
+        .recursive()
+        .with_id_mapping(IdMapping::ranges(
+            vec![IdMap::new(0, 100000, 65536)],
+            vec![IdMap::new(0, 100000, 65536)],
+        ));
+    assert_eq!(m, SyncMessage::mount_please(want.clone()));
+    // And it prints back byte for byte as the seed's Go code printed it.
+    let mut out = Vec::new();
+    let r = runc::encode(&m, None, MountShape::Seed, &limits, &mut out).unwrap();
+    assert_eq!(r.json, &seed[..]);
+    // What the seed layout cannot say is refused, not dropped.
+    for idm in [
+        IdMapping::userns("/proc/1/ns/user"),
+        IdMapping::ranges(vec![IdMap::new(0, 1, 1)], vec![IdMap::new(0, 1, 1)]).recursive(true),
+    ] {
+        let msg = SyncMessage::mount_please(Mount::bind("/s", "/d").with_id_mapping(idm));
+        let e = runc::encode(&msg, None, MountShape::Seed, &limits, &mut Vec::new()).unwrap_err();
+        assert_eq!(e.kind(), RuncErrorKind::Unrepresentable, "{e}");
+    }
+    // The seed layout in turn refuses the later id_mapping object, v1.5
+    // refuses relabel, and unknown keys inside id_mapping, id-map lines and
+    // rec_attr are refused too; unknown top-level keys are still ignored.
+    for (shape, rec) in [
+        (
+            MountShape::Seed,
+            r#""id_mapping":{"userns_path":"/proc/1/ns/user"}"#,
+        ),
+        (MountShape::V1_5, r#""relabel":"Z""#),
+        (
+            MountShape::V1_2,
+            r#""id_mapping":{"userns_path":"/p","uid_maps":[]}"#,
+        ),
+        (MountShape::V1_4, r#""rec_attr":{"Attr_set":1,"Flags":2}"#),
+        (
+            MountShape::V1_2,
+            r#""id_mapping":{"uid_mappings":[{"container_id":0,"host_id":0,"size":1,"nsid":3}]}"#,
+        ),
+    ] {
+        let r = format!(
+            r#"{{"type":"procMountPlease","flags":0,"arg":{{"source":"/s","destination":"/d","device":"bind",{rec}}}}}"#
+        );
+        let e = runc::decode(r.as_bytes(), shape, &limits).unwrap_err();
+        assert_eq!(e.kind(), RuncErrorKind::UnknownField, "{shape:?} {r}: {e}");
+    }
 }
 
 #[test]
@@ -268,11 +353,21 @@ fn depth_cap_is_exact() {
         )
     };
     // The record object itself is level 1.
-    assert!(runc::decode(nest(MAX_JSON_DEPTH - 1).as_bytes(), &Limits::default()).is_ok());
-    let e = runc::decode(nest(MAX_JSON_DEPTH).as_bytes(), &Limits::default()).unwrap_err();
+    assert!(runc::decode(
+        nest(MAX_JSON_DEPTH - 1).as_bytes(),
+        SHAPE,
+        &Limits::default()
+    )
+    .is_ok());
+    let e = runc::decode(nest(MAX_JSON_DEPTH).as_bytes(), SHAPE, &Limits::default()).unwrap_err();
     assert_eq!(e.kind(), RuncErrorKind::TooDeep);
     // Deep nesting far past the cap is refused without recursing into it.
-    let e = runc::decode(nest(20_000).as_bytes(), &Limits::with_max_record(64 * 1024)).unwrap_err();
+    let e = runc::decode(
+        nest(20_000).as_bytes(),
+        SHAPE,
+        &Limits::with_max_record(64 * 1024),
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), RuncErrorKind::TooDeep);
 }
 
@@ -281,7 +376,7 @@ fn oversized_records_are_refused_before_parsing() {
     let limits = Limits::with_max_record(1024);
     let big = vec![b'{'; 1025];
     assert_eq!(
-        runc::decode(&big, &limits).unwrap_err(),
+        runc::decode(&big, SHAPE, &limits).unwrap_err(),
         RuncDecodeError::TooLarge {
             size: 1025,
             max: 1024
@@ -293,11 +388,14 @@ fn oversized_records_are_refused_before_parsing() {
     rec.extend_from_slice(b"\"}");
     assert_eq!(rec.len(), 1024);
     assert_eq!(
-        runc::decode(&rec, &limits).unwrap().finish(None).unwrap(),
+        runc::decode(&rec, SHAPE, &limits)
+            .unwrap()
+            .finish(None)
+            .unwrap(),
         SyncMessage::ready()
     );
     assert_eq!(
-        runc::decode(b"", &limits).unwrap_err().kind(),
+        runc::decode(b"", SHAPE, &limits).unwrap_err().kind(),
         RuncErrorKind::Wire(ErrorKind::EmptyRecord)
     );
 }
@@ -364,7 +462,12 @@ fn fd_record_checks() {
     let e = runc::decode_fd_record(b"/a", 3, None).unwrap_err();
     assert_eq!(e, RuncDecodeError::FdRecordTooManyFds { count: 3 });
     // A name but no HasFd on the header.
-    let h = runc::decode(br#"{"type":"procReady","flags":0}"#, &Limits::default()).unwrap();
+    let h = runc::decode(
+        br#"{"type":"procReady","flags":0}"#,
+        SHAPE,
+        &Limits::default(),
+    )
+    .unwrap();
     assert_eq!(
         h.finish(Some("/a")).unwrap_err().kind().as_str(),
         "unexpected-fd"
@@ -374,7 +477,7 @@ fn fd_record_checks() {
 #[test]
 fn errors_name_the_message_type() {
     let e = runc::decode(
-        br#"{"type":"procMountPlease","flags":0,"arg":{"source":"/a","destination":"/b","flags":"x"}}"#,
+        br#"{"type":"procMountPlease","flags":0,"arg":{"source":"/a","destination":"/b","flags":"x"}}"#, SHAPE,
         &Limits::default(),
     )
     .unwrap_err();
@@ -446,18 +549,22 @@ mod props {
 
     proptest! {
         #[test]
-        fn mounts_round_trip_in_both_shapes(m in mount(), v14 in any::<bool>()) {
-            let shape = if v14 { MountShape::V1_4 } else { MountShape::V1_2 };
-            let msg = SyncMessage::mount_please(m);
+        fn mounts_round_trip_in_every_shape(m in mount(), i in 0usize..3) {
+            let shape = [MountShape::V1_2, MountShape::V1_4, MountShape::V1_5][i];
+            let msg = SyncMessage::mount_please(m.clone());
             let mut out = Vec::new();
             let r = runc::encode(&msg, None, shape, &Limits::default(), &mut out).unwrap();
-            let back = runc::decode(r.json, &Limits::default()).unwrap().finish(None).unwrap();
-            prop_assert_eq!(back, msg);
+            let back = runc::decode(r.json, shape, &Limits::default()).unwrap().finish(None).unwrap();
+            let mut want = m;
+            if shape == MountShape::V1_5 {
+                want.relabel.clear();
+            }
+            prop_assert_eq!(back, SyncMessage::mount_please(want));
         }
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = runc::decode(&bytes, &Limits::default()).map(|h| h.finish(None));
+            let _ = runc::decode(&bytes, SHAPE, &Limits::default()).map(|h| h.finish(None));
             let _ = runc::decode_fd_record(&bytes, 1, Some("/a"));
         }
 
@@ -472,7 +579,7 @@ mod props {
                 let at = i.index(out.len());
                 out[at] = b;
             }
-            let _ = runc::decode(&out, &Limits::default()).map(|h| h.finish(None));
+            let _ = runc::decode(&out, SHAPE, &Limits::default()).map(|h| h.finish(None));
         }
     }
 }
@@ -601,7 +708,7 @@ mod interop {
                 return transcript;
             }
             assert!(fds.is_empty(), "the JSON record carries no fd");
-            let msg = runc::decode(&rec, &limits)
+            let msg = runc::decode(&rec, SHAPE, &limits)
                 .and_then(|h| h.finish(None))
                 .unwrap();
             let mut out = Vec::new();
@@ -715,7 +822,7 @@ mod interop {
         );
         let (rec, fds) = sock.recv();
         assert!(fds.is_empty());
-        let header = runc::decode(&rec, &limits).unwrap();
+        let header = runc::decode(&rec, SHAPE, &limits).unwrap();
         assert!(header.has_fd());
         let (name, fds) = sock.recv();
         let name = runc::decode_fd_record(&name, fds.len(), Some(dir.as_str())).unwrap();
@@ -739,7 +846,7 @@ mod interop {
                 None,
             );
             let (rec, _) = sock.recv();
-            let msg = runc::decode(&rec, &limits)
+            let msg = runc::decode(&rec, SHAPE, &limits)
                 .and_then(|h| h.finish(None))
                 .unwrap();
             assert_eq!(msg.kind(), Some(reply));
@@ -766,7 +873,7 @@ mod interop {
             "init failed: <x> & \"y\"",
         ]);
         let (rec, _) = sock.recv();
-        let msg = runc::decode(&rec, &limits)
+        let msg = runc::decode(&rec, SHAPE, &limits)
             .and_then(|h| h.finish(None))
             .unwrap();
         assert_eq!(msg.error_message(), Some("init failed: <x> & \"y\""));
@@ -783,7 +890,7 @@ mod interop {
             None,
         );
         let (rec, _) = sock.recv();
-        let msg = runc::decode(&rec, &limits)
+        let msg = runc::decode(&rec, SHAPE, &limits)
             .and_then(|h| h.finish(None))
             .unwrap();
         assert!(

@@ -10,11 +10,13 @@
 //!   proving each mount fd is the requested directory (`st_dev`/`st_ino`);
 //! * a misbehaving Go parent (`-misbehave`): every broken fd record is a
 //!   typed error and every fd that arrived is closed (`/proc/self/fd` counted);
-//! * both `configs.Mount` shapes on the wire.
+//! * both `configs.Mount` shapes on the wire;
+//! * every runc compatibility profile: the exec flow in both roles, and the
+//!   seed commit's id-mapped request.
 //!
 //! The Go peer is built with `go build` into cargo's test tmpdir. Without
-//! Go the cross-process tests skip with a printed reason, or fail when
-//! `CI=true`. The in-process tests at the end need no Go.
+//! Go the tests skip with a printed reason, or fail when `CI=true`. The
+//! in-process tests of the runc wire (no Go) are in `tests/runc_socket.rs`.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -32,7 +34,7 @@ use procsync::session::{
 };
 use procsync::state::{Flow, Machine, Role, State};
 use procsync::transport::{Origin, SyncSocket, TransportError, Wire};
-use procsync::wire::runc::{MountShape, RuncDecodeError, RuncErrorKind};
+use procsync::wire::runc::{MountShape, RuncDecodeError, RuncErrorKind, RuncProfile};
 use procsync::wire::{ErrorKind, ValidationError};
 
 const SHAPES: [MountShape; 2] = [MountShape::V1_2, MountShape::V1_4];
@@ -850,248 +852,155 @@ fn session_child_sees_go_parent_errors_typed() {
     }
 }
 
-// ---------------------------------------------------------------------------
-// In-process: the socket side of the runc wire without Go.
-// ---------------------------------------------------------------------------
-
-fn runc_pair(shape: MountShape) -> (SyncSocket, SyncSocket) {
-    let (a, b) = SyncSocket::pair().unwrap();
-    (
-        a.with_wire(Wire::Runc(shape)),
-        b.with_wire(Wire::Runc(shape)),
-    )
-}
-
+/// Issue 12.19: `runc exec` in every compatibility profile, procsync as the
+/// parent of a Go runc-style child speaking that profile. Before
+/// v1.2.0-rc.2 the child sends no Ready and the parent answers none.
 #[test]
-fn records_on_the_socket_are_runcs() {
+fn procsync_parent_serves_go_exec_child_in_every_profile() {
     let _g = serial();
-    let (mut child, parent) = runc_pair(MountShape::V1_4);
-    let raw = SyncSocket::pair().unwrap();
-    drop(raw);
-    child
-        .send(
-            &SyncMessage::mount_please(Mount::bind("/srv", "/data")),
-            None,
-        )
-        .unwrap();
-    // Read it raw off the other end: one JSON record, runc 1.4's layout.
-    let mut buf = Vec::new();
-    let mut parent_raw = parent;
-    let rec = parent_raw.recv_record(&mut buf, 0, deadline()).unwrap();
-    assert!(rec.fds.is_empty());
-    assert_eq!(
-        std::str::from_utf8(&buf).unwrap(),
-        r#"{"type":"procMountPlease","flags":0,"arg":{"source":"/srv","destination":"/data","device":"bind","flags":4096}}"#
-    );
-    // The reply: a JSON record, then the name record with the fd.
-    let file = File::open("/").unwrap();
-    parent_raw
-        .send(
-            &SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/srv"),
-            Some(file.as_fd()),
-        )
-        .unwrap();
-    let rec = child.recv_record(&mut buf, 1, deadline()).unwrap();
-    assert!(rec.fds.is_empty());
-    assert_eq!(
-        buf,
-        br#"{"type":"procMountFd","flags":1,"arg":{"type":"plain-open"}}"#
-    );
-    let rec = child.recv_record(&mut buf, 1, deadline()).unwrap();
-    assert_eq!(buf, b"/srv");
-    assert_eq!(rec.fds.len(), 1);
-    assert_same_file(&rec.fds[0], "/");
-}
-
-#[test]
-fn a_mount_fd_round_trip_in_process() {
-    let _g = serial();
-    for shape in SHAPES {
+    if peer_bin().is_none() {
+        return;
+    }
+    for profile in RuncProfile::ALL {
         let before = fd_count();
-        let (mut child, mut parent) = runc_pair(shape);
-        let req = SyncMessage::mount_please(Mount::bind("/tmp", "/data").recursive());
-        child.send(&req, None).unwrap();
-        let got = parent.recv().unwrap();
-        assert_eq!(got.msg.mount(), req.mount());
-        let dir = File::open("/tmp").unwrap();
-        parent
-            .send(
-                &SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/tmp"),
-                Some(dir.as_fd()),
-            )
-            .unwrap();
-        let got = child.recv().unwrap();
-        assert_eq!(got.msg.mount_fd_info().unwrap().source, "/tmp");
-        assert_same_file(got.fd.as_ref().unwrap(), "/tmp");
-        drop((got, dir, child, parent));
-        assert_eq!(fd_count(), before);
-    }
-}
-
-#[test]
-fn send_refusals_are_local_and_send_nothing() {
-    let _g = serial();
-    let (mut a, mut b) = runc_pair(MountShape::V1_2);
-    let file = File::open("/dev/null").unwrap();
-    // runc sends a seccomp fd number, never the fd.
-    let err = a
-        .send(&SyncMessage::seccomp_attached(), Some(file.as_fd()))
-        .unwrap_err();
-    assert_eq!(err.origin(), Origin::Local);
-    let TransportError::RuncEncode(e) = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(e.kind(), RuncErrorKind::Unrepresentable);
-    // MountFd without its fd.
-    let err = a
-        .send(
-            &SyncMessage::mount_fd(MountSourceKind::OpenTree, "/x"),
-            None,
-        )
-        .unwrap_err();
-    assert!(matches!(err, TransportError::RuncEncode(_)), "{err:?}");
-    assert_eq!(err.origin(), Origin::Local);
-    // Ready with an fd.
-    let err = a
-        .send(&SyncMessage::ready(), Some(file.as_fd()))
-        .unwrap_err();
-    assert!(matches!(err, TransportError::RuncEncode(_)), "{err:?}");
-    // A source whose name record would exceed the record limit.
-    let mut small = SyncSocket::pair()
-        .unwrap()
-        .0
-        .with_limits(procsync::wire::Limits::with_max_record(64))
-        .with_wire(Wire::Runc(MountShape::V1_2));
-    let long = format!("/{}", "s".repeat(100));
-    let err = small
-        .send(
-            &SyncMessage::mount_fd(MountSourceKind::PlainOpen, long.as_str()),
-            Some(file.as_fd()),
-        )
-        .unwrap_err();
-    assert!(
-        matches!(err, TransportError::RecordTooLarge { .. }),
-        "{err:?}"
-    );
-    // Nothing reached the peer.
-    let err = b
-        .recv_deadline(Some(Instant::now() + Duration::from_millis(20)))
-        .unwrap_err();
-    assert!(matches!(err, TransportError::Timeout { .. }), "{err:?}");
-}
-
-#[test]
-fn half_messages_end_typed() {
-    let _g = serial();
-    let header = br#"{"type":"procMountFd","flags":1,"arg":{"type":"open_tree"}}"#;
-    // The fd record does not come in time: Timeout.
-    let (mut a, mut b) = runc_pair(MountShape::V1_2);
-    a.send_record(header, None, None).unwrap();
-    let err = b
-        .recv_deadline(Some(Instant::now() + Duration::from_millis(50)))
-        .unwrap_err();
-    assert!(matches!(err, TransportError::Timeout { .. }), "{err:?}");
-    // The peer closes instead: missing-fd, not an orderly close.
-    let (mut a, mut b) = runc_pair(MountShape::V1_2);
-    a.send_record(header, None, None).unwrap();
-    drop(a);
-    let err = b.recv().unwrap_err();
-    assert_eq!(err.origin(), Origin::Peer);
-    match err {
-        TransportError::RuncDecode(e) => {
-            assert_eq!(e.kind(), RuncErrorKind::Wire(ErrorKind::MissingFd))
+        let mut peer = GoPeer::spawn(
+            &["child", "-mode", "exec", "-profile", profile.name()],
+            profile.mount_shape(),
+        );
+        let t = serve(&mut peer, profile.exec_flow(), &ParentPlan::default());
+        let (code, out) = peer.finish();
+        assert_eq!(code, Some(0), "{}: {out}", profile.name());
+        match profile.exec_flow() {
+            Flow::ExecNoReady => {
+                assert_eq!(t, ["eof"], "{}", profile.name());
+                assert!(out.contains("child: exec without ready"), "{out}");
+            }
+            _ => {
+                assert_eq!(t, ["Ready", "eof"], "{}", profile.name());
+                assert!(out.contains("child: run"), "{out}");
+            }
         }
-        other => panic!("{other:?}"),
+        assert_eq!(fd_count(), before, "{}", profile.name());
     }
-    // After it, end-of-file reads as end-of-file.
-    assert!(matches!(b.recv(), Err(TransportError::PeerClosed)));
-    // A name record with a NUL, and one that is empty-after-HasFd on a
-    // type without fds.
-    let (mut a, mut b) = runc_pair(MountShape::V1_2);
-    let file = File::open("/dev/null").unwrap();
-    let before = fd_count();
-    a.send_record(header, None, None).unwrap();
-    a.send_record(b"/a\0b", Some(file.as_fd()), None).unwrap();
-    let err = b.recv().unwrap_err();
-    assert!(
-        matches!(&err, TransportError::RuncDecode(e) if e.kind() == RuncErrorKind::FdNameInvalid),
-        "{err:?}"
-    );
-    // An fd on a JSON record that is fine by itself.
-    a.send_record(
-        br#"{"type":"procReady","flags":0}"#,
-        Some(file.as_fd()),
-        None,
-    )
-    .unwrap();
-    let err = b.recv().unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            TransportError::RuncDecode(RuncDecodeError::Invalid(ValidationError::UnexpectedFd {
-                ty: MessageType::Ready,
-                ..
-            }))
-        ),
-        "{err:?}"
-    );
-    assert_eq!(fd_count(), before);
-    a.send_record(br#"{"type":"procRun","flags":1}"#, None, None)
-        .unwrap();
-    let err = b.recv().unwrap_err();
-    assert!(
-        matches!(&err, TransportError::RuncDecode(e) if e.kind() == RuncErrorKind::Wire(ErrorKind::UnexpectedFd)),
-        "{err:?}"
-    );
-    assert_eq!(fd_count(), before);
 }
 
+/// Issue 12.19, the other role: a procsync child runs `runc exec`'s order of
+/// each profile against a Go runc-style parent of that profile. An old
+/// parent refuses Ready (runc panicked on it); the newer child's Ready is
+/// what it must not get.
 #[test]
-fn an_expected_source_is_checked_only_after_a_request() {
+fn procsync_exec_child_against_go_parent_in_every_profile() {
     let _g = serial();
-    let (mut child, mut parent) = runc_pair(MountShape::V1_2);
-    let dir = File::open("/").unwrap();
-    // No MountPlease sent on this socket: any well-formed name is taken.
-    parent
-        .send(
-            &SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/anything"),
-            Some(dir.as_fd()),
-        )
-        .unwrap();
-    assert_eq!(
-        child.recv().unwrap().msg.mount_fd_info().unwrap().source,
-        "/anything"
+    if peer_bin().is_none() {
+        return;
+    }
+    for profile in RuncProfile::ALL {
+        let mut peer = GoPeer::spawn(
+            &["parent", "-mode", "exec", "-profile", profile.name()],
+            profile.mount_shape(),
+        );
+        let mut c = ChildSide::new(profile.exec_flow());
+        if profile.exec_flow() == Flow::Exec {
+            let rec = c.request(&mut peer.sock, SyncMessage::ready()).unwrap();
+            assert_eq!(rec.msg.kind(), Some(MessageType::Run));
+        }
+        assert_eq!(c.m.state(), State::Running, "{}", profile.name());
+        c.m.check_close().unwrap();
+        let (code, out) = peer.finish();
+        assert_eq!(code, Some(0), "{}: {out}", profile.name());
+        assert!(out.contains("parent: eof"), "{out}");
+    }
+    // The mismatch the issue reports: a newer child's Ready to an old parent.
+    let mut peer = GoPeer::spawn(
+        &["parent", "-mode", "exec", "-profile", "ba0b5e269"],
+        MountShape::Seed,
     );
-    // After a request, only its source: the expectation is used once.
-    child
-        .send(&SyncMessage::mount_please(Mount::bind("/want", "/x")), None)
-        .unwrap();
-    parent.recv().unwrap();
-    parent
-        .send(
-            &SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/other"),
-            Some(dir.as_fd()),
-        )
-        .unwrap();
-    let err = child.recv().unwrap_err();
-    assert!(
-        matches!(&err, TransportError::RuncDecode(RuncDecodeError::FdNameMismatch { expected, got }) if expected == "/want" && got == "/other"),
-        "{err:?}"
-    );
+    peer.sock.send(&SyncMessage::ready(), None).unwrap();
+    let (code, out) = peer.finish_after_exit();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("unexpected procReady in setns"), "{out}");
 }
 
+/// Issue 12.17 over a real socket: the seed commit's id-mapped request (Go
+/// child, `-profile ba0b5e269`) reaches a procsync parent of that profile
+/// as the id mapping it is, and a parent expecting v1.2 refuses it typed
+/// instead of reading a plain bind.
 #[test]
-fn native_and_runc_ends_do_not_understand_each_other() {
+fn seed_id_mapped_request_is_read_or_refused_never_dropped() {
     let _g = serial();
-    let (mut a, b) = SyncSocket::pair().unwrap();
-    let mut b = b.with_wire(Wire::Runc(MountShape::V1_2));
-    assert_eq!(a.wire(), Wire::Native);
-    a.send(&SyncMessage::ready(), None).unwrap();
-    let err = b.recv().unwrap_err();
-    assert!(
-        matches!(&err, TransportError::RuncDecode(e) if e.kind() == RuncErrorKind::Wire(ErrorKind::MalformedBody)),
-        "{err:?}"
-    );
-    b.send(&SyncMessage::run(), None).unwrap();
-    assert!(matches!(a.recv(), Err(TransportError::Decode(_))));
+    if peer_bin().is_none() {
+        return;
+    }
+    let dir = TempDir::new("seed");
+    let args = [
+        "child",
+        "-mode",
+        "init",
+        "-profile",
+        "ba0b5e269",
+        "-mount",
+        &format!("{}:/mnt", &*dir),
+        "-idmap-range",
+        "0:100000:65536",
+    ];
+    // The seed child's id mapping is non-recursive (the Go peer clears the
+    // switch for that layout); read the request and check it.
+    for (shape, ok) in [(MountShape::Seed, true), (MountShape::V1_2, false)] {
+        let mut peer = GoPeer::spawn(&args, shape);
+        let got = peer.sock.recv_deadline(deadline());
+        match (ok, got) {
+            (true, Ok(rec)) => {
+                let m = rec.msg.mount().expect("a mount request").clone();
+                let idm = m.id_mapping.expect("the id mapping is kept");
+                assert_eq!(
+                    idm.uid_mappings,
+                    [procsync::schema::IdMap::new(0, 100000, 65536)]
+                );
+                assert!(!idm.recursive);
+            }
+            (false, Err(TransportError::RuncDecode(e))) => {
+                assert_eq!(e.kind(), RuncErrorKind::UnknownField, "{e}");
+            }
+            (_, other) => panic!("{shape:?}: {other:?}"),
+        }
+        let _ = peer.finish();
+    }
+}
+
+/// The session layer (what a runtime uses) in the exec flow of every
+/// profile: a procsync `Parent` of that profile's exec flow serves a Go
+/// runc-style exec child of that profile to the end, Ready or not.
+#[test]
+fn session_parent_serves_go_exec_child_in_every_profile() {
+    let _g = serial();
+    if peer_bin().is_none() {
+        return;
+    }
+    for profile in RuncProfile::ALL {
+        let before = fd_count();
+        let (sock, child) = spawn_go(
+            &["child", "-mode", "exec", "-profile", profile.name()],
+            profile.mount_shape(),
+        );
+        let mut parent = Parent::new(sock, profile.exec_flow(), [])
+            .with_deadline(WAIT)
+            .with_child_process(&child)
+            .unwrap();
+        let report = parent.serve(&mut Handler {
+            open_tree: None,
+            stderr: None,
+            seccomp_taken: false,
+        });
+        drop(parent);
+        let (code, out) = wait_go(child);
+        assert_eq!(code, Some(0), "{}: {out}", profile.name());
+        let report = report.unwrap_or_else(|e| panic!("{}: {e}", profile.name()));
+        assert_eq!(
+            report.ready,
+            profile.exec_flow() == Flow::Exec,
+            "{}",
+            profile.name()
+        );
+        assert_eq!(fd_count(), before, "{}", profile.name());
+    }
 }

@@ -5,13 +5,12 @@
 //! host (the CVE-2021-30465 class).
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Component, Path};
 
 use procsync::runtime::MountSource;
 use procsync::rustix::fs::{Mode, OFlags, ResolveFlags};
 use procsync::rustix::mount::{MoveMountFlags, UnmountFlags};
-use procsync::schema::MountSourceKind;
 
 use super::bundle::FsMount;
 
@@ -88,51 +87,28 @@ pub fn make_in_root(root: BorrowedFd<'_>, path: &Path, dir: bool) -> io::Result<
     Ok(cur)
 }
 
-/// Attaches a served source at `destination` inside the rootfs without
-/// following symlinks in the destination, and closes the source fd.
-///
-/// The one place to switch to `procsync::runtime::attach_in_root` once the
-/// crate has it: the destination is pinned as an fd first, then the
-/// source goes onto that fd — `move_mount(…, MOVE_MOUNT_T_EMPTY_PATH)` for
-/// a detached tree, a bind of `/proc/thread-self/fd/N` onto
-/// `/proc/thread-self/fd/M` for an `O_PATH` source.
+/// Attaches a served source at `destination` inside the rootfs and closes
+/// the source fd: the destination (made by [`make_in_root`], which refuses
+/// any symlink on the way) is resolved from the rootfs fd with
+/// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` and the source goes
+/// onto that fd (`procsync::runtime::attach_in_root`: `move_mount` for a
+/// detached tree, a bind of `/proc/thread-self/fd/N` for an `O_PATH`
+/// source), never onto a host path walked again.
 pub fn attach_in_root(
     source: MountSource,
     root: BorrowedFd<'_>,
     destination: &Path,
     recursive: bool,
 ) -> io::Result<()> {
-    let dest = open_in_root(root, destination)?;
-    let MountSource { fd, kind } = source;
-    let result = match kind {
-        MountSourceKind::OpenTree => procsync::rustix::mount::move_mount(
-            fd.as_fd(),
-            "",
-            dest.as_fd(),
-            "",
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-        )
-        .map_err(|e| err("move_mount onto", destination, e)),
-        MountSourceKind::PlainOpen => {
-            use std::os::fd::AsRawFd;
-            let from = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
-            let to = format!("/proc/thread-self/fd/{}", dest.as_raw_fd());
-            let r = if recursive {
-                procsync::rustix::mount::mount_bind_recursive(from.as_str(), to.as_str())
-            } else {
-                procsync::rustix::mount::mount_bind(from.as_str(), to.as_str())
-            };
-            r.map_err(|e| err("bind mount onto", destination, e))
+    procsync::runtime::attach_in_root(source, root, destination, recursive).map_err(|e| {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
         }
-        MountSourceKind::Unspecified => Err(err(
-            "source of unspecified kind for",
-            destination,
-            io::ErrorKind::InvalidData,
-        )),
-    };
-    // Closed at once, success or not (runc #5177: one fd per mount adds up).
-    drop(fd);
-    result
+        io::Error::other(text)
+    })
 }
 
 /// Makes a filesystem mount (`proc`, `tmpfs`, …) with the new mount API and

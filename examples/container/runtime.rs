@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use procsync::runtime::MountFdService;
+use procsync::oci::oci_spec::runtime::LinuxNamespaceType;
+use procsync::runtime::{MountFdService, Symlinks};
 use procsync::rustix::fs::{Mode, OFlags};
 use procsync::schema::{IdMap, MessageType, Mount};
 use procsync::session::{HandlerError, MountSource, Parent, ParentHandler, SeccompFd};
@@ -59,7 +60,12 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
     drop((child_end, go_read, exe));
     out!(
         "parent:   clone3({}) → init, host pid {}",
-        bundle.namespaces.join("|"),
+        bundle
+            .namespaces
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join("|"),
         spawned.pid
     );
     // Until the go byte is written, the init waits; dropping `go_write`
@@ -70,6 +76,10 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
     // instruction of its own.
     let service = mount_service(spawned.pid, &bundle)?;
     let t_service = monotonic_ns();
+    out!(
+        "parent:   pinned {} configured bind sources in the init's mount namespace, before the init runs",
+        service.pinned_sources().map_or(0, |p| p.len())
+    );
     procsync::rustix::io::write(&go_write, &[1])?;
     drop(go_write);
 
@@ -109,7 +119,7 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
             out!(
                 "parent:   the container runs: served {} of {} configured mounts, hooks {}, seccomp fd {}",
                 report.mounts,
-                bundle.served().count(),
+                bundle.served().len(),
                 yes(report.hooks),
                 if report.seccomp { "taken" } else { "not used" }
             );
@@ -149,8 +159,8 @@ fn header(bundle: &Bundle) {
     );
     out!(
         "    uid map {}; gid map {}",
-        maps(&bundle.uid_mappings),
-        maps(&bundle.gid_mappings)
+        maps(bundle.uid_mappings()),
+        maps(bundle.gid_mappings())
     );
     out!("bind mounts the parent serves (each once, nothing else):");
     for p in bundle.served() {
@@ -192,15 +202,16 @@ fn maps(m: &[IdMap]) -> String {
 /// from inside them).
 fn clone_flags(bundle: &Bundle) -> Res<u64> {
     let mut flags = 0u64;
-    for ns in &bundle.namespaces {
+    for &ns in &bundle.namespaces {
         flags |= sys::clone_flag(ns)
             .ok_or_else(|| format!("namespace {ns:?} is not supported by this example"))?;
     }
-    let needed = sys::clone_flag("user").unwrap_or(0) | sys::clone_flag("mount").unwrap_or(0);
+    let needed = sys::clone_flag(LinuxNamespaceType::User).unwrap_or(0)
+        | sys::clone_flag(LinuxNamespaceType::Mount).unwrap_or(0);
     if flags & needed != needed {
         return Err("config.json must ask for a user and a mount namespace".into());
     }
-    if bundle.uid_mappings.is_empty() || bundle.gid_mappings.is_empty() {
+    if bundle.uid_mappings().is_empty() || bundle.gid_mappings().is_empty() {
         return Err("config.json must give linux.uidMappings and linux.gidMappings".into());
     }
     Ok(flags)
@@ -243,8 +254,8 @@ fn write_id_maps(pid: i32, bundle: &Bundle) -> Res<()> {
             .collect::<String>()
     };
     for (file, m) in [
-        ("uid_map", &bundle.uid_mappings),
-        ("gid_map", &bundle.gid_mappings),
+        ("uid_map", bundle.uid_mappings()),
+        ("gid_map", bundle.gid_mappings()),
     ] {
         let path = format!("/proc/{pid}/{file}");
         std::fs::write(&path, text(m)).map_err(|e| format!("write {path}: {e}"))?;
@@ -253,12 +264,20 @@ fn write_id_maps(pid: i32, bundle: &Bundle) -> Res<()> {
     Ok(())
 }
 
-/// The mount-fd service: resolves sources in the init's mount namespace,
-/// where a plain (`O_PATH`) source must live for the init to bind it. It
-/// is built while the init still waits for its go byte.
-fn mount_service(pid: i32, _bundle: &Bundle) -> Res<MountFdService> {
-    Ok(MountFdService::in_mount_namespace(
+/// The mount-fd service: a worker in the init's mount namespace (where a
+/// plain `O_PATH` source must live for the init to bind it) pins every
+/// configured bind source now, while the init still waits for its go byte
+/// and has run nothing of its own; requests are served from the pins, so
+/// nothing the init does to those paths later changes what it gets.
+/// Symlinks before the last component of a configured source are followed
+/// (host layouts such as `/var/run -> /run`; `config.json` is trusted, and
+/// no container process exists yet), magic links and a symlink as the
+/// source itself are refused.
+fn mount_service(pid: i32, bundle: &Bundle) -> Res<MountFdService> {
+    Ok(MountFdService::in_mount_namespace_pinned(
         format!("/proc/{pid}/ns/mnt"),
+        &bundle.requests(),
+        Symlinks::FollowBeforeLast,
         Default::default(),
     )?)
 }
@@ -374,18 +393,16 @@ fn parent_timings(
 ) {
     let ms = |ns: u64| ns as f64 / 1e6;
     out!("timings, parent (ms since clone3):");
-    out!(
-        "    clone3 returned                     {:>8.3}",
-        ms(t_clone - t0)
-    );
-    out!(
-        "    id maps written, init released     {:>8.3}",
-        ms(t_maps - t0)
-    );
-    out!(
-        "    mount-fd service in the init's mnt ns {:>6.3}",
-        ms(t_service - t0)
-    );
+    for (label, at) in [
+        ("clone3 returned", t_clone),
+        ("id maps written", t_maps),
+        (
+            "sources pinned in the init's mount ns; init released",
+            t_service,
+        ),
+    ] {
+        out!("    {label:<56} {:>8.3}", ms(at - t0));
+    }
     let events = events.lock().unwrap_or_else(|p| p.into_inner());
     let mut handled = 0;
     let mut pending: Option<(MessageType, u64)> = None;

@@ -13,14 +13,18 @@
 //     sendmsg/recvmsg, with at most one fd as SCM_RIGHTS, deadlines, and
 //     peer-death detection through a pidfd.
 //   - State: [Machine] knows which message may follow which, for both roles
-//     and both flows ([FlowInit], [FlowExec]): the Rust crate's machine, with
-//     the same state names, Broken and crossing-Error rules, close rules and
-//     error texts (tests/vectors/state.json, generated from the Rust
+//     and the flows ([FlowInit], [FlowExec], [FlowExecNoReady]): the Rust
+//     crate's machine, with the same state names, Broken and crossing-Error
+//     rules, close rules and error kinds (tests/vectors/state.json, generated from the Rust
 //     machine, holds both to it).
 //   - Sessions: [Child] and [Parent] drive a whole exchange: the child asks
 //     (MountPlease, Hooks, Ready, Seccomp), the parent answers through a
 //     [Handler] and a [MountPolicy] ([AllowList] by default: only the
 //     configured mounts, each once), behaving as the Rust sessions do.
+//   - Mount sources: [PinSources] pins each configured bind source before
+//     the child exists; the [PinnedSources] is the policy and its OpenPlain
+//     and OpenTree serve the pinned objects, so a child that swaps a path
+//     for a symlink is still served what was configured.
 //
 // The package is Linux-only where it touches the kernel; the codec and the
 // state machine are pure Go.

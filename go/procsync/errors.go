@@ -95,6 +95,10 @@ const (
 	// KindHandlerFailed: the parent's handler failed (a *[HandlerError]).
 	// Local.
 	KindHandlerFailed ErrorKind = "handler-failed"
+	// KindHandlerOverran: the parent's handler returned after the reply
+	// was due; its result was discarded and the child was sent Error (a
+	// *[HandlerError] with Overran set). Local.
+	KindHandlerOverran ErrorKind = "handler-overran"
 	// KindSourceMismatch: a MountFd for another source than requested (a
 	// *[MismatchError]). Peer.
 	KindSourceMismatch ErrorKind = "source-mismatch"
@@ -314,6 +318,9 @@ type DecodeError struct {
 // Kind returns the stable kind of the rejection.
 func (e *DecodeError) Kind() ErrorKind { return e.kind }
 
+// Origin is [OriginPeer]: the peer sent the record.
+func (e *DecodeError) Origin() Origin { return OriginPeer }
+
 // Unwrap returns the validation error, if any.
 func (e *DecodeError) Unwrap() error {
 	if e.Invalid != nil {
@@ -365,6 +372,9 @@ type EncodeError struct {
 
 // Kind returns the stable kind of the rejection.
 func (e *EncodeError) Kind() ErrorKind { return e.kind }
+
+// Origin is [OriginLocal]: the local caller asked to send it.
+func (e *EncodeError) Origin() Origin { return OriginLocal }
 
 // Unwrap returns the validation error, if any.
 func (e *EncodeError) Unwrap() error {

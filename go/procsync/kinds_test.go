@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // goKinds is every ErrorKind constant of the package.
@@ -19,16 +20,14 @@ var goKinds = []ErrorKind{
 	KindNotSeqpacket, KindEnvNotSet, KindEnvInvalid, KindWriteShutdown, KindIO, KindClosed,
 	KindCanceled, KindBadFile,
 	KindProtocolViolation, KindMisuse, KindRemoteError, KindTransport, KindMountRefused,
-	KindHandlerFailed, KindSourceMismatch, KindSourceDowngraded,
+	KindHandlerFailed, KindHandlerOverran, KindSourceMismatch, KindSourceDowngraded,
 }
 
 // rustOnly are Rust kinds the Go package cannot produce: a send that
 // makes a single attempt (would-block), passing fd 0–2 to a child (Go's
-// PassToChild always duplicates above 2), a handler overrunning the
-// per-message deadline (the Go parent does not bound its handler), a
-// session failure of the OS outside the socket (Go reports those as the
+// PassToChild always duplicates above 2), a session failure of the OS outside the socket (Go reports those as the
 // transport's io).
-var rustOnly = map[string]bool{"would-block": true, "stdio-fd": true, "handler-overran": true, "os": true}
+var rustOnly = map[string]bool{"would-block": true, "stdio-fd": true, "os": true}
 
 // The Go package exposes the Rust crate's kind names (13.1): every kind
 // `as_str` names in the wire, transport and session error kinds, read from
@@ -80,5 +79,28 @@ func TestKindOfProtocolErrors(t *testing.T) {
 	err = <-done
 	if k, _ := KindOf(err); k != KindProtocolViolation || !errors.Is(err, ErrPeerClosed) {
 		t.Fatalf("violation: %q %v", k, err)
+	}
+}
+
+// The sentinels stay what they are: errors built from them (with an Op)
+// are copies, and errors.Is matches any TransportError of their kind.
+func TestSentinelsAreNotModified(t *testing.T) {
+	a, b := pair(t)
+	defer a.Close()
+	done := make(chan error, 1)
+	go func() { _, _, err := b.Recv(soon()); done <- err }()
+	time.Sleep(10 * time.Millisecond)
+	b.Close()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatal(err)
+	}
+	for _, s := range []error{ErrClosed, ErrPeerClosed, ErrPeerDied} {
+		if te := s.(*TransportError); te.Op != "" || te.Err != nil {
+			t.Fatalf("sentinel modified: %+v", te)
+		}
+	}
+	if !errors.Is(&TransportError{kind: KindClosed, Op: "recv"}, ErrClosed) ||
+		errors.Is(&TransportError{kind: KindPeerDied, Op: "recv"}, ErrClosed) {
+		t.Fatal("Is by kind")
 	}
 }

@@ -49,6 +49,7 @@ func osThreads(t testing.TB) int {
 func TestThousandConcurrentSessionsFewThreads(t *testing.T) {
 	const n = 1000
 	noLeak(t, func() {
+		goroutines := runtime.NumGoroutine()
 		before := osThreads(t)
 		pidfd, err := PidfdOpen(os.Getpid()) // watched by every parent: never fires
 		if err != nil {
@@ -101,6 +102,14 @@ func TestThousandConcurrentSessionsFewThreads(t *testing.T) {
 			before, blocked, n, runtime.GOMAXPROCS(0))
 		if blocked > before+runtime.GOMAXPROCS(0)+16 {
 			t.Fatalf("%d OS threads with %d blocked receives (%d before)", blocked, n, before)
+		}
+		// Every peer watcher ended with its socket.
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if g := runtime.NumGoroutine(); g > goroutines {
+			t.Fatalf("%d goroutines left, %d before", g, goroutines)
 		}
 	})
 }

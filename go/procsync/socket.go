@@ -135,8 +135,7 @@ func newSocket(fd int) (*SyncSocket, error) {
 	f := os.NewFile(uintptr(fd), "procsync-sync-socket")
 	rc, err := f.SyscallConn()
 	if err != nil {
-		// Not reachable for a socket; do not let f close fd behind the
-		// caller's back.
+		// Not reachable: SyscallConn fails only for a nil *os.File.
 		return nil, &TransportError{kind: KindIO, Op: "register with the netpoller", Err: err}
 	}
 	s := &SyncSocket{fd: fd, file: f, rc: rc, limits: DefaultLimits()}
@@ -374,7 +373,8 @@ func (s *SyncSocket) wake() {
 }
 
 // Fd returns the socket's file descriptor number (still owned by s; valid
-// only until Close).
+// only until Close). The fd is in non-blocking mode (the netpoller needs
+// it): a blocking recvmsg(2) of one's own on it returns EAGAIN.
 func (s *SyncSocket) Fd() int { return s.fd }
 
 // control runs f with the socket's fd, kept open while f runs.
@@ -699,12 +699,13 @@ func (s *SyncSocket) closedOr(err error) error {
 	return &TransportError{kind: KindIO, Err: err}
 }
 
-// waitError puts op into a wait's error.
+// waitError is a wait's error with op in it (a copy: err may be one of the
+// shared sentinels).
 func (s *SyncSocket) waitError(op string, err error) error {
-	var te *TransportError
-	if errors.As(err, &te) {
-		te.Op = op
-		return te
+	if te, ok := err.(*TransportError); ok {
+		c := *te
+		c.Op = op
+		return &c
 	}
 	return err
 }

@@ -121,3 +121,39 @@ func TestStateUnknownType(t *testing.T) {
 		t.Fatal("unknown types in a set")
 	}
 }
+
+// runc before v1.2.0-rc.2 runs exec without Ready/Run; a newer child's
+// Ready is a violation there, and each rejection has its stable kind.
+func TestExecNoReadyAndKinds(t *testing.T) {
+	m := runSteps(t, RoleParent, FlowExecNoReady, ok("recv Seccomp", "send SeccompDone", "peer-close"))
+	if m.State() != StateClosed {
+		t.Fatalf("state %s", m.State())
+	}
+	if FlowExecNoReady.String() != "exec-no-ready" || FlowExecNoReady.InitialState() != StateRunning {
+		t.Fatalf("%s starts in %s", FlowExecNoReady, FlowExecNoReady.InitialState())
+	}
+	kindOf := func(role Role, flow Flow, ev string) StateErrorKind {
+		_, err := applyEvent(t, *NewMachine(role, flow), ev)
+		var pe *ProtocolError
+		if !errors.As(err, &pe) {
+			t.Fatalf("%s %s %s: %v", role, flow, ev, err)
+		}
+		return pe.Kind()
+	}
+	for _, c := range []struct {
+		role Role
+		flow Flow
+		ev   string
+		want StateErrorKind
+	}{
+		{RoleParent, FlowExecNoReady, "recv Ready", StateErrUnexpectedMessage},
+		{RoleParent, FlowExec, "recv Seccomp", StateErrUnexpectedMessage},
+		{RoleParent, FlowExec, "peer-close", StateErrUnexpectedClose},
+		{RoleChild, FlowExec, "send Run", StateErrSendNotAllowed},
+		{RoleChild, FlowInit, "close", StateErrCloseNotAllowed},
+	} {
+		if got := kindOf(c.role, c.flow, c.ev); got != c.want {
+			t.Errorf("%s %s %s: %s, want %s", c.role, c.flow, c.ev, got, c.want)
+		}
+	}
+}

@@ -17,7 +17,8 @@ import (
 type childConfig struct {
 	Mode      string       // "init", "exec" or "error"
 	Mounts    []*mountSpec // init: one procMountPlease each
-	Shape     string       // "v1.2" or "v1.4"
+	Shape     string       // configs.Mount layout: "ba0b5e269", "v1.2", "v1.4" or "v1.5"
+	NoReady   bool         // exec: runc before v1.2.0-rc.2, no procReady/procRun
 	SeccompFd int          // >= 0: send procSeccomp with this fd number
 	ErrorMsg  string       // error mode: procError's message (may be empty)
 	Log       io.Writer    // transcript, one line per event
@@ -51,13 +52,18 @@ func runChild(s *syncSocket, cfg childConfig) error {
 	default:
 		return fmt.Errorf("unknown child mode %q", cfg.Mode)
 	}
-	if err := s.writeSync(procReady, nil, nil); err != nil {
-		return err
+	if cfg.Mode == "exec" && cfg.NoReady {
+		// runc's setns init before a853a8267: straight to seccomp and exec.
+		logf("exec without ready")
+	} else {
+		if err := s.writeSync(procReady, nil, nil); err != nil {
+			return err
+		}
+		if err := s.expectSync(procRun); err != nil {
+			return fmt.Errorf("after procReady: %w", err)
+		}
+		logf("run")
 	}
-	if err := s.expectSync(procRun); err != nil {
-		return fmt.Errorf("after procReady: %w", err)
-	}
-	logf("run")
 	if cfg.SeccompFd >= 0 {
 		if err := s.writeSync(procSeccomp, cfg.SeccompFd, nil); err != nil {
 			return err
@@ -126,6 +132,8 @@ type parentConfig struct {
 	ChildPid  int       // for pidfd_getfd on procSeccomp; 0: refuse procSeccomp
 	FailOn    string    // a mount source the parent refuses with procError
 	Misbehave string    // answer the first procMountPlease with a broken fd record (see misbehave)
+	Shape     string    // configs.Mount layout of procMountPlease ("" = v1.2)
+	NoReady   bool      // runc exec before v1.2.0-rc.2: procReady is an error (runc panicked)
 	Log       io.Writer // transcript, one line per event
 }
 
@@ -166,7 +174,7 @@ func runParent(s *syncSocket, cfg parentConfig) (*parentResult, error) {
 			if msg.Arg == nil {
 				return res, fmt.Errorf("%s without an argument", msg.Type)
 			}
-			m, err := unmarshalMount(*msg.Arg)
+			m, err := unmarshalMount(*msg.Arg, cfg.Shape)
 			if err != nil {
 				return res, fmt.Errorf("unmarshal %s argument: %w", msg.Type, err)
 			}
@@ -178,6 +186,10 @@ func runParent(s *syncSocket, cfg parentConfig) (*parentResult, error) {
 				return res, err
 			}
 		case procHooks, procReady:
+			if msg.Type == procReady && cfg.NoReady {
+				// runc's setnsProcess before a853a8267: panic("unexpected procReady in setns").
+				return res, fmt.Errorf("unexpected %s in setns", msg.Type)
+			}
 			if msg.Arg != nil {
 				return res, fmt.Errorf("%s carried an unexpected argument", msg.Type)
 			}

@@ -3,9 +3,9 @@
 // runc-compatible mode can be tested against an independent peer. It is
 // written from the wire description, not from procsync's code.
 //
-//	runcpeer child  [-fd N] -mode init|exec|error [-mount SRC:DST]... [-shape v1.2|v1.4]
+//	runcpeer child  [-fd N] -mode init|exec|error [-mount SRC:DST]... [-profile ba0b5e269|v1.2.0-rc.1|v1.2|v1.4|v1.5]
 //	                [-idmap-userns PATH] [-idmap-range C:H:N] [-seccomp-fd N] [-error-msg S]
-//	runcpeer parent [-fd N] [-child-pid PID] [-fail-on SRC] [-misbehave MODE]
+//	runcpeer parent [-fd N] [-child-pid PID] [-fail-on SRC] [-misbehave MODE] [-profile P] [-mode init|exec]
 //	runcpeer gen-vectors [-o FILE]
 //
 // The socket fd comes from -fd, else from $_LIBCONTAINER_SYNCPIPE (runc's
@@ -92,7 +92,8 @@ func mainChild(args []string) error {
 	fs := flag.NewFlagSet("child", flag.ContinueOnError)
 	fd := fs.Int("fd", -1, "sync socket fd (default: $_LIBCONTAINER_SYNCPIPE)")
 	mode := fs.String("mode", "init", "init, exec or error")
-	shape := fs.String("shape", "v1.2", "configs.Mount layout: v1.2 or v1.4")
+	shape := fs.String("shape", "", "configs.Mount layout: ba0b5e269, v1.2, v1.4 or v1.5 (default: the profile's)")
+	profile := fs.String("profile", "v1.2", "runc versions to imitate: ba0b5e269, v1.2.0-rc.1, v1.2, v1.4 or v1.5")
 	userns := fs.String("idmap-userns", "", "make every mount id-mapped with this user namespace path")
 	seccompFd := fs.Int("seccomp-fd", -1, "send procSeccomp with this fd number")
 	errMsg := fs.String("error-msg", "", "error mode: the procError message")
@@ -115,7 +116,18 @@ func mainChild(args []string) error {
 			idm.GIDMappings = append(idm.GIDMappings, m)
 		}
 	}
-	cfg := childConfig{Mode: *mode, Shape: *shape, SeccompFd: *seccompFd, ErrorMsg: *errMsg, Log: os.Stdout}
+	prof, ok := profiles[*profile]
+	if !ok {
+		return fmt.Errorf("unknown profile %q", *profile)
+	}
+	if *shape == "" {
+		*shape = prof.Shape
+	}
+	if idm != nil && *shape == "ba0b5e269" {
+		// The seed applied id maps non-recursively only.
+		idm.Recursive = false
+	}
+	cfg := childConfig{Mode: *mode, Shape: *shape, NoReady: prof.ExecNoReady, SeccompFd: *seccompFd, ErrorMsg: *errMsg, Log: os.Stdout}
 	for _, m := range mounts {
 		src, dst, ok := strings.Cut(m, ":")
 		if !ok {
@@ -141,14 +153,21 @@ func mainParent(args []string) error {
 	failOn := fs.String("fail-on", "", "answer a procMountPlease for this source with procError")
 	misbehave := fs.String("misbehave", "", "answer the first procMountPlease with a broken reply: "+strings.Join(misbehaveModes, ", "))
 	timeout := fs.Duration("timeout", 10*time.Second, "give up waiting for the child after this long")
+	profile := fs.String("profile", "v1.2", "runc versions to imitate: ba0b5e269, v1.2.0-rc.1, v1.2, v1.4 or v1.5")
+	mode := fs.String("mode", "init", "init or exec (exec in a profile before v1.2.0-rc.2 refuses procReady)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	prof, ok := profiles[*profile]
+	if !ok {
+		return fmt.Errorf("unknown profile %q", *profile)
 	}
 	s, err := socketFromFlags(*fd, *timeout)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	_, err = runParent(s, parentConfig{ChildPid: *pid, FailOn: *failOn, Misbehave: *misbehave, Log: os.Stdout})
+	_, err = runParent(s, parentConfig{ChildPid: *pid, FailOn: *failOn, Misbehave: *misbehave, Log: os.Stdout,
+		Shape: prof.Shape, NoReady: *mode == "exec" && prof.ExecNoReady})
 	return err
 }

@@ -77,10 +77,15 @@ func TestValidVectorsAreGoCanonical(t *testing.T) {
 			case procSeccomp:
 				arg = new(int)
 			case procMountPlease:
-				if v.Shape == "v1.2" {
+				switch v.Shape {
+				case "ba0b5e269":
+					arg = new(mountSeed)
+				case "v1.2":
 					arg = new(mountV12)
-				} else {
+				case "v1.4":
 					arg = new(mountV14)
+				default:
+					arg = new(mountV15)
 				}
 			default:
 				t.Fatalf("%s: unexpected argument", v.Name)
@@ -417,7 +422,7 @@ func TestStricterThanGoOnlyWhereDocumented(t *testing.T) {
 	}
 	jsonLevel := map[string]bool{
 		"malformed-body": true, "wrong-type": true, "number-out-of-range": true, "too-deep": true,
-		"duplicate-field": true, "noncanonical-key": true, "missing-field": true,
+		"duplicate-field": true, "noncanonical-key": true, "missing-field": true, "unknown-field": true,
 	}
 	want := map[string]bool{
 		"invalid UTF-8":              true, // Go substitutes U+FFFD
@@ -437,6 +442,13 @@ func TestStricterThanGoOnlyWhereDocumented(t *testing.T) {
 		"extensions beyond uint32": true,
 		"host_id beyond uint32":    true,
 		"container_id negative":    true,
+		// Keys outside the selected configs.Mount layout: Go ignores them.
+		"seed id maps in the v1.2 layout":    true,
+		"seed id maps in the v1.4 layout":    true,
+		"id_mapping in the ba0b5e269 layout": true,
+		"relabel in the v1.5 layout":         true,
+		"unknown mount key":                  true,
+		"unknown id_mapping key":             true,
 	}
 	got := map[string]bool{}
 	for _, v := range vf.Invalid {

@@ -111,8 +111,55 @@ type mountIDMappingV14 struct {
 	GIDMappings []IDMap `json:"gid_mappings,omitempty"`
 }
 
+// mountSeed is the configs.Mount JSON layout of runc commits ba0b5e269 up
+// to (not including) 3b57e45cb: every field, and the id maps at the top
+// level (Go int, omitempty), applied non-recursively.
+type mountSeed struct {
+	Source           string          `json:"source"`
+	Destination      string          `json:"destination"`
+	Device           string          `json:"device"`
+	Flags            int             `json:"flags"`
+	ClearedFlags     int             `json:"cleared_flags"`
+	PropagationFlags []int           `json:"propagation_flags"`
+	Data             string          `json:"data"`
+	Relabel          string          `json:"relabel"`
+	RecAttr          *unix.MountAttr `json:"rec_attr"`
+	Extensions       int             `json:"extensions"`
+	UIDMappings      []IDMap         `json:"uid_mappings,omitempty"`
+	GIDMappings      []IDMap         `json:"gid_mappings,omitempty"`
+}
+
+// mountV15 is runc ≥ 1.5's configs.Mount JSON layout: v1.4's without
+// relabel (json:"-").
+type mountV15 struct {
+	Source           string             `json:"source"`
+	Destination      string             `json:"destination"`
+	Device           string             `json:"device"`
+	Flags            int                `json:"flags,omitempty"`
+	ClearedFlags     int                `json:"cleared_flags,omitempty"`
+	PropagationFlags []int              `json:"propagation_flags,omitempty"`
+	Data             string             `json:"data,omitempty"`
+	Relabel          string             `json:"-"`
+	RecAttr          *unix.MountAttr    `json:"rec_attr,omitempty"`
+	Extensions       int                `json:"extensions,omitempty"`
+	IDMapping        *mountIDMappingV14 `json:"id_mapping,omitempty"`
+}
+
+// Profiles: the runc versions a peer imitates (PROTOCOL.md §15): the
+// configs.Mount layout and whether runc exec has Ready/Run.
+var profiles = map[string]struct {
+	Shape       string
+	ExecNoReady bool
+}{
+	"ba0b5e269":   {"ba0b5e269", true},
+	"v1.2.0-rc.1": {"v1.2", true},
+	"v1.2":        {"v1.2", false},
+	"v1.4":        {"v1.4", false},
+	"v1.5":        {"v1.5", false},
+}
+
 // mountSpec is a shape-neutral mount request; marshalMount prints it in
-// either runc layout.
+// any runc layout.
 type mountSpec struct {
 	Source, Destination, Device string
 	Flags, ClearedFlags         int
@@ -130,9 +177,33 @@ type idMappingSpec struct {
 	GIDMappings []IDMap
 }
 
-// marshalMount prints m as runc 1.2 ("v1.2") or runc ≥ 1.4 ("v1.4") does.
+// marshalMount prints m as runc ba0b5e269 ("ba0b5e269"), runc 1.2/1.3
+// ("v1.2"), runc 1.4 ("v1.4") or runc ≥ 1.5 ("v1.5") does.
 func marshalMount(m *mountSpec, shape string) ([]byte, error) {
 	switch shape {
+	case "ba0b5e269":
+		out := mountSeed{
+			Source: m.Source, Destination: m.Destination, Device: m.Device,
+			Flags: m.Flags, ClearedFlags: m.ClearedFlags, PropagationFlags: m.PropagationFlags,
+			Data: m.Data, Relabel: m.Relabel, RecAttr: m.RecAttr, Extensions: m.Extensions,
+		}
+		if idm := m.IDMapping; idm != nil {
+			if idm.UserNSPath != "" || idm.Recursive {
+				return nil, errors.New("the ba0b5e269 layout has no userns_path and no recursive id mapping")
+			}
+			out.UIDMappings, out.GIDMappings = idm.UIDMappings, idm.GIDMappings
+		}
+		return json.Marshal(out)
+	case "v1.5":
+		out := mountV15{
+			Source: m.Source, Destination: m.Destination, Device: m.Device,
+			Flags: m.Flags, ClearedFlags: m.ClearedFlags, PropagationFlags: m.PropagationFlags,
+			Data: m.Data, Relabel: m.Relabel, RecAttr: m.RecAttr, Extensions: m.Extensions,
+		}
+		if idm := m.IDMapping; idm != nil {
+			out.IDMapping = &mountIDMappingV14{idm.Recursive, idm.UserNSPath, idm.UIDMappings, idm.GIDMappings}
+		}
+		return json.Marshal(out)
 	case "v1.2":
 		out := mountV12{
 			Source: m.Source, Destination: m.Destination, Device: m.Device,
@@ -157,8 +228,24 @@ func marshalMount(m *mountSpec, shape string) ([]byte, error) {
 	return nil, fmt.Errorf("unknown mount shape %q", shape)
 }
 
-// unmarshalMount reads either layout (the keys are the same; v1.4 omits zero values).
-func unmarshalMount(b []byte) (*mountSpec, error) {
+// unmarshalMount reads a mount in the given layout, as runc of that
+// generation does (Go's encoding/json: unknown keys ignored).
+func unmarshalMount(b []byte, shape string) (*mountSpec, error) {
+	if shape == "ba0b5e269" {
+		var in mountSeed
+		if err := json.Unmarshal(b, &in); err != nil {
+			return nil, err
+		}
+		m := &mountSpec{
+			Source: in.Source, Destination: in.Destination, Device: in.Device,
+			Flags: in.Flags, ClearedFlags: in.ClearedFlags, PropagationFlags: in.PropagationFlags,
+			Data: in.Data, Relabel: in.Relabel, RecAttr: in.RecAttr, Extensions: in.Extensions,
+		}
+		if len(in.UIDMappings) > 0 || len(in.GIDMappings) > 0 {
+			m.IDMapping = &idMappingSpec{UIDMappings: in.UIDMappings, GIDMappings: in.GIDMappings}
+		}
+		return m, nil
+	}
 	var in mountV12
 	if err := json.Unmarshal(b, &in); err != nil {
 		return nil, err

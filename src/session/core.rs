@@ -755,7 +755,7 @@ impl ParentCore {
 
 /// Whether `msg` (sent without an fd) fits one record of `wire` under `limits`,
 /// as the wire's own encoder computes it.
-#[cfg_attr(not(feature = "runc-compat"), allow(unused_variables))]
+#[cfg_attr(not(feature = "runc-compat"), allow(unused_variables, clippy::ptr_arg))]
 fn fits(msg: &SyncMessage, wire: Wire, limits: &Limits, scratch: &mut Vec<u8>) -> bool {
     match wire {
         Wire::Native => native::encoded_len(msg, false) <= limits.max_record(),

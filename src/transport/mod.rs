@@ -43,6 +43,8 @@
 #[cfg(feature = "runc-compat")]
 mod runc;
 mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -82,7 +84,8 @@ pub enum Wire {
     Native,
     /// runc's JSON sync wire (runc ≥ 1.2): a JSON record per message, an fd
     /// in a second record named after the file. The shape says how a sent
-    /// `MountPlease` prints `configs.Mount`; both shapes are received.
+    /// `MountPlease` prints `configs.Mount` and which layout a received one
+    /// must have (PROTOCOL.md §15).
     #[cfg(feature = "runc-compat")]
     Runc(crate::wire::runc::MountShape),
 }

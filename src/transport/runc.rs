@@ -177,7 +177,12 @@ impl SyncSocket {
                 let Some(rec) = recv_raw(self.io(), buf, 0, attempt)? else {
                     return Ok(None);
                 };
-                let header = runc::decode(&buf[..rec.len], &self.limits)
+                // The layout this socket speaks is the one a request must have.
+                let shape = match self.wire {
+                    super::Wire::Runc(shape) => shape,
+                    super::Wire::Native => MountShape::default(),
+                };
+                let header = runc::decode(&buf[..rec.len], shape, &self.limits)
                     .map_err(TransportError::RuncDecode)?;
                 let ty = header.message_type();
                 if !rec.fds.is_empty() {

@@ -102,13 +102,24 @@ impl ValidationError {
     }
 }
 
-fn payload_name(p: &Payload) -> &'static str {
-    match p {
-        Payload::Error(_) => "error",
-        Payload::MountPlease(_) => "mount_please",
-        Payload::MountFd(_) => "mount_fd",
-        Payload::Seccomp(_) => "seccomp",
-    }
+/// Allowances a wire format makes to the rules. The native wire makes none
+/// ([`Rules::STRICT`]); runc's wire allows an empty error message (runc
+/// prints `{}`) and checks a `procMountFd`'s source only once its fd record
+/// (which carries it) has arrived (PROTOCOL.md §15, *Mapping*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Rules {
+    /// An ERROR whose message is empty is valid.
+    pub allow_empty_error: bool,
+    /// A MOUNT_FD whose source is empty is valid (the source is not known yet).
+    pub mount_fd_source_pending: bool,
+}
+
+impl Rules {
+    /// Every rule of PROTOCOL.md §5, no allowance.
+    pub const STRICT: Rules = Rules {
+        allow_empty_error: false,
+        mount_fd_source_pending: false,
+    };
 }
 
 /// Checks `msg` as it would travel with `nfds` fds in its record.
@@ -125,6 +136,16 @@ pub fn validate_with_flags(
     msg: &SyncMessage,
     flags: u32,
     nfds: usize,
+) -> Result<MessageType, ValidationError> {
+    validate_with(msg, flags, nfds, Rules::STRICT)
+}
+
+/// [`validate_with_flags`] with a wire format's allowances.
+pub fn validate_with(
+    msg: &SyncMessage,
+    flags: u32,
+    nfds: usize,
+    rules: Rules,
 ) -> Result<MessageType, ValidationError> {
     let ty = match MessageType::try_from(msg.r#type) {
         Ok(MessageType::Unspecified) => return Err(ValidationError::UnspecifiedType),
@@ -145,26 +166,18 @@ pub fn validate_with_flags(
         return Err(ValidationError::UnexpectedFd { ty, flags });
     }
 
-    // Payload presence and shape.
-    let expected: Option<&'static str> = match ty {
-        MessageType::Error => Some("error"),
-        MessageType::MountPlease => Some("mount_please"),
-        MessageType::MountFd => Some("mount_fd"),
-        MessageType::Seccomp => Some("seccomp"),
-        _ => None,
-    };
-    match (&msg.payload, expected) {
-        (None, Some(expected)) => return Err(ValidationError::MissingPayload { ty, expected }),
-        (Some(p), None) => {
-            return Err(ValidationError::UnexpectedPayload {
+    // Payload presence and shape (the schema's type → payload table).
+    match (&msg.payload, ty.payload()) {
+        (None, Some(expected)) => {
+            return Err(ValidationError::MissingPayload {
                 ty,
-                got: payload_name(p),
+                expected: expected.name(),
             })
         }
-        (Some(p), Some(e)) if payload_name(p) != e => {
+        (Some(p), expected) if Some(p.kind()) != expected => {
             return Err(ValidationError::UnexpectedPayload {
                 ty,
-                got: payload_name(p),
+                got: p.kind().name(),
             })
         }
         _ => {}
@@ -190,7 +203,7 @@ pub fn validate_with_flags(
     };
     match &msg.payload {
         None => {}
-        Some(Payload::Error(e)) if e.message.is_empty() => {
+        Some(Payload::Error(e)) if e.message.is_empty() && !rules.allow_empty_error => {
             return Err(invalid("error.message", "empty"));
         }
         Some(Payload::Error(_)) => {}
@@ -203,7 +216,9 @@ pub fn validate_with_flags(
                 }
                 Err(_) => return Err(invalid("mount_fd.kind", "unknown kind")),
             }
-            check_abs_path(&m.source).map_err(|r| invalid("mount_fd.source", r))?;
+            if !(rules.mount_fd_source_pending && m.source.is_empty()) {
+                check_abs_path(&m.source).map_err(|r| invalid("mount_fd.source", r))?;
+            }
         }
         Some(Payload::Seccomp(s)) => match s.transfer {
             None => return Err(invalid("seccomp.transfer", "unset")),

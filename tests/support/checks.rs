@@ -274,7 +274,8 @@ pub fn record_fds(data: &[u8]) {
 
 /// Every stable kind string the runc codec may report.
 #[cfg(feature = "runc-compat")]
-const RUNC_KINDS: [&str; 24] = [
+const RUNC_KINDS: [&str; 25] = [
+    "unknown-field",
     "empty-record",
     "truncated-length",
     "malformed-length",
@@ -312,7 +313,8 @@ fn runc_rejection(e: &procsync::wire::runc::RuncDecodeError) {
 }
 
 /// Input layout: byte 0's low two bits are the number of fds (0..=3) that
-/// came with the fd record; the rest is split at `0xff` bytes (never part
+/// came with the fd record, its next two bits the `configs.Mount` layout
+/// the decoder expects (`MountShape::ALL`); the rest is split at `0xff` bytes (never part
 /// of UTF-8, so never of a well-formed record or name) into the JSON
 /// record, then optionally the fd record's payload, then optionally the
 /// name the receiver expects (the requested mount's source).
@@ -322,9 +324,10 @@ fn runc_rejection(e: &procsync::wire::runc::RuncDecodeError) {
 /// record is `missing-fd`, an fd record after a header without HasFd is
 /// `unexpected-fd`; an accepted fd record has exactly one fd and a name of
 /// 1–4095 bytes without NUL equal to the expected one; an accepted message
-/// re-encodes in *each* `configs.Mount` shape to JSON (and the same fd
-/// name) that decodes to the same message, and that encoding is a fixed
-/// point.
+/// re-encodes in *each* `configs.Mount` shape that can express it to JSON
+/// (and the same fd name) that decodes, in that shape, to the same message
+/// (without `relabel` for v1.5, which has none), and that encoding is a
+/// fixed point.
 #[cfg(feature = "runc-compat")]
 pub fn runc_decode(data: &[u8]) {
     use procsync::schema::MessageType;
@@ -335,16 +338,17 @@ pub fn runc_decode(data: &[u8]) {
         return;
     };
     let nfds = usize::from(sel & 3);
+    let shape = MountShape::ALL[usize::from((sel >> 2) & 3)];
     let mut parts = rest.splitn(3, |&b| b == 0xff);
     let record = parts.next().unwrap_or_default();
     let fd_record = parts.next();
     let expected = parts.next().map(String::from_utf8_lossy);
     let limits = Limits::default();
 
-    let decoded = runc::decode(record, &limits);
+    let decoded = runc::decode(record, shape, &limits);
     assert_eq!(
         decoded,
-        runc::decode(record, &limits),
+        runc::decode(record, shape, &limits),
         "decode is not deterministic"
     );
     let header = match decoded {
@@ -400,10 +404,14 @@ pub fn runc_decode(data: &[u8]) {
     );
 
     let wide = Limits::with_max_record(MAX_RECORD_CEILING);
-    for shape in [MountShape::V1_2, MountShape::V1_4] {
+    for shape in MountShape::ALL {
         let mut out = Vec::new();
         let recs = match runc::encode(&msg, name, shape, &wide, &mut out) {
             Ok(recs) => recs,
+            // The seed layout has no user-namespace path and no recursive switch.
+            Err(e) if e.kind() == RuncErrorKind::Unrepresentable && shape == MountShape::Seed => {
+                continue
+            }
             // Escaping can grow a record up to sixfold (`<` -> `\u003c`).
             Err(e)
                 if e.kind() == RuncErrorKind::Wire(ErrorKind::TooLarge)
@@ -417,14 +425,20 @@ pub fn runc_decode(data: &[u8]) {
             ),
         };
         assert_eq!(recs.fd_name, name.map(str::as_bytes));
-        let again = runc::decode(recs.json, &wide)
+        let again = runc::decode(recs.json, shape, &wide)
             .and_then(|h| h.finish(name))
             .unwrap_or_else(|e| {
                 panic!("re-encoded record does not decode ({}): {e}", shape.name())
             });
+        let mut want = msg.clone();
+        if let (MountShape::V1_5, Some(procsync::schema::Payload::MountPlease(m))) =
+            (shape, &mut want.payload)
+        {
+            m.relabel.clear();
+        }
         assert_eq!(
             again,
-            msg,
+            want,
             "round trip changed the message ({})",
             shape.name()
         );

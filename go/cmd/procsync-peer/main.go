@@ -69,6 +69,7 @@ func parseMount(v string) (*pb.Mount, error) {
 }
 
 type config struct {
+	maxRecord       int
 	role, flow      string
 	fdEnv           bool
 	fd              int
@@ -101,6 +102,7 @@ func run(args []string) int {
 	fs.BoolVar(&c.openTree, "open-tree", false, "parent: make mount fds with open_tree(OPEN_TREE_CLONE) instead of O_PATH (needs CAP_SYS_ADMIN)")
 	fs.IntVar(&c.peerPid, "peer-pid", 0, "watch this peer process with a pidfd: its death ends a wait")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "per-message timeout")
+	fs.IntVar(&c.maxRecord, "max-record", 0, "record limit in bytes (0: the default)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -191,6 +193,9 @@ func describe(msg *pb.SyncMessage) string {
 
 func (c *config) options() (procsync.Options, func(), error) {
 	opts := procsync.Options{Timeout: c.timeout}
+	if c.maxRecord > 0 {
+		opts.Limits = procsync.NewLimits(c.maxRecord)
+	}
 	if c.flow == "exec" {
 		opts.Flow = procsync.FlowExec
 	}

@@ -1,8 +1,10 @@
-//! `cargo run --example container -- BUNDLE_DIR` (root) — starts a real
+//! `cargo run --features oci --example container -- BUNDLE_DIR` (root) — starts a real
 //! container from an OCI bundle, with procsync carrying the set-up
 //! conversation between the runtime and the container's init.
 //!
-//! The parent reads `config.json`, `clone3`s the init into new user, mount,
+//! The parent reads `config.json` with the `oci` feature (`oci::MountPlan`
+//! for the mounts, the policy and the id maps; `oci::oci_spec` for the
+//! process, root, hostname and namespaces), `clone3`s the init into new user, mount,
 //! PID, UTS and IPC namespaces, writes its uid/gid maps and serves the
 //! bundle's bind mounts — plain and id-mapped — over the sync socket, each
 //! configured mount once and nothing else. The init (this program again,

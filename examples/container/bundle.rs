@@ -8,24 +8,12 @@
 
 use std::path::{Path, PathBuf};
 
+use procsync::oci::oci_spec::runtime::{LinuxNamespaceType, Spec};
+use procsync::oci::MountPlan;
+pub use procsync::oci::PlannedMount;
 use procsync::policy::ConfiguredMounts;
 use procsync::rustix::mount::MountAttrFlags;
-use procsync::schema::{ms, IdMap, IdMapping, Mount};
-use serde_json::Value;
-
-/// A bind mount the parent serves: entry `index` of `config.json`'s
-/// `mounts`, as the request the init sends.
-#[derive(Debug, Clone)]
-pub struct PlannedMount {
-    /// Its index in `mounts`.
-    pub index: usize,
-    /// The MountPlease the init sends (and the policy expects).
-    pub request: Mount,
-    /// Where it goes, inside the rootfs.
-    pub destination: String,
-    /// `rbind`: take the submounts along.
-    pub recursive: bool,
-}
+use procsync::schema::{IdMap, Mount};
 
 /// A mount the init makes itself with the new mount API (a filesystem, not
 /// a bind): entry `index` of `mounts`.
@@ -83,234 +71,135 @@ pub struct Bundle {
     /// `hostname`, if set.
     pub hostname: Option<String>,
     /// `linux.namespaces[].type` (only new namespaces: a `path` is refused).
-    pub namespaces: Vec<String>,
-    /// `linux.uidMappings`.
-    pub uid_mappings: Vec<IdMap>,
-    /// `linux.gidMappings`.
-    pub gid_mappings: Vec<IdMap>,
+    pub namespaces: Vec<LinuxNamespaceType>,
     /// The mounts, in order.
     pub steps: Vec<Step>,
+    /// procsync's plan: requests, policy and the container's id maps.
+    plan: MountPlan,
 }
 
 impl Bundle {
-    /// Reads `dir/config.json`.
+    /// Reads `dir/config.json` with the `oci` feature: `oci_spec` for the
+    /// process, root, hostname and namespaces, [`MountPlan`] for the mounts
+    /// and the id maps.
     pub fn load(dir: &Path) -> Result<Bundle, String> {
         let dir =
             std::fs::canonicalize(dir).map_err(|e| format!("bundle {}: {e}", dir.display()))?;
         let path = dir.join("config.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let cfg: Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        parse(&dir, &cfg).map_err(|e| format!("{}: {e}", path.display()))
+        let spec = Spec::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let plan = MountPlan::from_spec(&spec, &dir)
+            .map_err(|e| format!("{}: {}", path.display(), super::chain(&e)))?;
+        parse(&dir, &spec, plan).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// The bind mounts the parent serves, in order.
-    pub fn served(&self) -> impl Iterator<Item = &PlannedMount> {
-        self.steps.iter().filter_map(|s| match s {
-            Step::Served(p) => Some(&**p),
-            Step::Fs(_) => None,
-        })
+    pub fn served(&self) -> &[PlannedMount] {
+        self.plan.served()
     }
 
     /// The requests the policy allows: exactly the served bind mounts.
     pub fn requests(&self) -> Vec<Mount> {
-        self.served().map(|p| p.request.clone()).collect()
+        self.plan.requests().cloned().collect()
     }
 
     /// The parent's mount policy: each configured bind mount, once.
     pub fn policy(&self) -> ConfiguredMounts {
-        ConfiguredMounts::new(self.requests())
+        self.plan.policy()
+    }
+
+    /// `linux.uidMappings`.
+    pub fn uid_mappings(&self) -> &[IdMap] {
+        self.plan.uid_mappings()
+    }
+
+    /// `linux.gidMappings`.
+    pub fn gid_mappings(&self) -> &[IdMap] {
+        self.plan.gid_mappings()
     }
 }
 
-fn parse(dir: &Path, cfg: &Value) -> Result<Bundle, String> {
-    let process = cfg.get("process").ok_or("no process")?;
-    let args = strings(process.get("args")).ok_or("process.args: not a list of strings")?;
+fn parse(dir: &Path, spec: &Spec, plan: MountPlan) -> Result<Bundle, String> {
+    let process = spec.process().as_ref().ok_or("no process")?;
+    let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
         return Err("process.args is empty".into());
     }
-    let env = strings(process.get("env")).unwrap_or_default();
-    let cwd = process
-        .get("cwd")
-        .and_then(Value::as_str)
-        .unwrap_or("/")
-        .to_string();
-    let user = process.get("user");
-    let id = |k: &str| {
-        user.and_then(|u| u.get(k))
-            .and_then(Value::as_u64)
-            .map(|v| v as u32)
-            .unwrap_or(0)
-    };
-    let additional_gids = user
-        .and_then(|u| u.get("additionalGids"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_u64)
-                .map(|g| g as u32)
-                .collect()
-        })
-        .unwrap_or_default();
-    let root = cfg
-        .get("root")
-        .and_then(|r| r.get("path"))
-        .and_then(Value::as_str)
-        .ok_or("no root.path")?;
-    let rootfs = dir.join(root);
-    let hostname = cfg
-        .get("hostname")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let linux = cfg.get("linux");
+    let user = process.user();
+    let root = spec.root().as_ref().ok_or("no root")?;
     let mut namespaces = Vec::new();
-    for ns in linux
-        .and_then(|l| l.get("namespaces"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    for ns in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_deref())
+        .unwrap_or_default()
     {
-        let ty = ns
-            .get("type")
-            .and_then(Value::as_str)
-            .ok_or("linux.namespaces: entry without type")?;
-        if ns.get("path").is_some() {
+        if ns.path().is_some() {
             return Err(format!(
-                "linux.namespaces: joining an existing {ty} namespace is not supported by this example"
+                "linux.namespaces: joining an existing {} namespace is not supported by this example",
+                ns.typ()
             ));
         }
-        namespaces.push(ty.to_string());
+        namespaces.push(ns.typ());
     }
-    let uid_mappings = id_maps(linux.and_then(|l| l.get("uidMappings")))?;
-    let gid_mappings = id_maps(linux.and_then(|l| l.get("gidMappings")))?;
-    let mut steps = Vec::new();
-    for (index, m) in cfg
-        .get("mounts")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        steps.push(mount_step(dir, index, m).map_err(|e| format!("mounts[{index}]: {e}"))?);
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    let mut steps: Vec<(usize, Step)> = plan
+        .served()
+        .iter()
+        .map(|p| (p.index, Step::Served(Box::new(p.clone()))))
+        .collect();
+    for n in plan.not_served() {
+        let m = &mounts[n.index];
+        let fs = fs_mount(n.index, m).map_err(|e| format!("mounts[{}]: {e}", n.index))?;
+        steps.push((n.index, Step::Fs(fs)));
     }
+    steps.sort_by_key(|(i, _)| *i);
     Ok(Bundle {
         dir: dir.to_path_buf(),
-        rootfs,
+        rootfs: dir.join(root.path()),
         process: Process {
             args,
-            env,
-            cwd,
-            uid: id("uid"),
-            gid: id("gid"),
-            additional_gids,
+            env: process.env().clone().unwrap_or_default(),
+            cwd: process.cwd().display().to_string(),
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
         },
-        hostname,
+        hostname: spec.hostname().clone(),
         namespaces,
-        uid_mappings,
-        gid_mappings,
-        steps,
+        steps: steps.into_iter().map(|(_, s)| s).collect(),
+        plan,
     })
 }
 
-fn strings(v: Option<&Value>) -> Option<Vec<String>> {
-    v?.as_array()?
-        .iter()
-        .map(|s| s.as_str().map(str::to_string))
-        .collect()
-}
-
-fn id_maps(v: Option<&Value>) -> Result<Vec<IdMap>, String> {
-    let Some(v) = v else { return Ok(Vec::new()) };
-    let list = v.as_array().ok_or("id mappings: not a list")?;
-    list.iter()
-        .map(|m| {
-            let f = |k: &str| {
-                m.get(k)
-                    .and_then(Value::as_u64)
-                    .and_then(|v| u32::try_from(v).ok())
-                    .ok_or_else(|| format!("id mapping: {k} missing or out of range"))
-            };
-            Ok(IdMap::new(f("containerID")?, f("hostID")?, f("size")?))
-        })
-        .collect()
-}
-
-fn mount_step(dir: &Path, index: usize, m: &Value) -> Result<Step, String> {
-    let destination = m
-        .get("destination")
-        .and_then(Value::as_str)
-        .ok_or("no destination")?
-        .to_string();
+/// A filesystem mount (not a bind) as the init makes it: the
+/// `MOUNT_ATTR_*` options for `fsmount`, the rest for `fsconfig`.
+fn fs_mount(index: usize, m: &procsync::oci::oci_spec::runtime::Mount) -> Result<FsMount, String> {
+    let destination = m.destination().display().to_string();
     if !destination.starts_with('/') {
         return Err(format!("destination {destination:?} is not absolute"));
     }
-    let fstype = m.get("type").and_then(Value::as_str).unwrap_or("");
-    let source = m.get("source").and_then(Value::as_str).unwrap_or("");
-    let options = strings(m.get("options")).unwrap_or_default();
-    let is_bind = fstype == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
-    if !is_bind {
-        let mut attrs = MountAttrFlags::empty();
-        let mut data = Vec::new();
-        for o in options {
-            match o.as_str() {
-                "ro" => attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY,
-                "nosuid" => attrs |= MountAttrFlags::MOUNT_ATTR_NOSUID,
-                "nodev" => attrs |= MountAttrFlags::MOUNT_ATTR_NODEV,
-                "noexec" => attrs |= MountAttrFlags::MOUNT_ATTR_NOEXEC,
-                "rw" | "suid" | "dev" | "exec" => {}
-                _ => data.push(o),
-            }
-        }
-        return Ok(Step::Fs(FsMount {
-            index,
-            fstype: fstype.to_string(),
-            source: source.to_string(),
-            destination,
-            attrs,
-            data,
-        }));
-    }
-    // A relative source is relative to the bundle (as runc reads it).
-    let source = dir.join(source).display().to_string();
-    let mut request = Mount::bind(source, destination.clone());
-    let mut idmap = None;
-    for o in &options {
+    let mut attrs = MountAttrFlags::empty();
+    let mut data = Vec::new();
+    for o in m.options().as_deref().unwrap_or_default() {
         match o.as_str() {
-            "bind" => {}
-            "rbind" => request.flags |= ms::REC,
-            "ro" => request.flags |= ms::RDONLY,
-            "nosuid" => request.flags |= ms::NOSUID,
-            "nodev" => request.flags |= ms::NODEV,
-            "noexec" => request.flags |= ms::NOEXEC,
+            "ro" => attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY,
+            "nosuid" => attrs |= MountAttrFlags::MOUNT_ATTR_NOSUID,
+            "nodev" => attrs |= MountAttrFlags::MOUNT_ATTR_NODEV,
+            "noexec" => attrs |= MountAttrFlags::MOUNT_ATTR_NOEXEC,
             "rw" | "suid" | "dev" | "exec" => {}
-            "private" => request.propagation_flags.push(ms::PRIVATE),
-            "rprivate" => request.propagation_flags.push(ms::PRIVATE | ms::REC),
-            "slave" => request.propagation_flags.push(ms::SLAVE),
-            "rslave" => request.propagation_flags.push(ms::SLAVE | ms::REC),
-            "shared" => request.propagation_flags.push(ms::SHARED),
-            "rshared" => request.propagation_flags.push(ms::SHARED | ms::REC),
-            "unbindable" => request.propagation_flags.push(ms::UNBINDABLE),
-            "runbindable" => request.propagation_flags.push(ms::UNBINDABLE | ms::REC),
-            "idmap" => idmap = Some(false),
-            "ridmap" => idmap = Some(true),
-            other => return Err(format!("bind mount option {other:?} is not supported")),
+            _ => data.push(o.clone()),
         }
     }
-    let uids = id_maps(m.get("uidMappings"))?;
-    let gids = id_maps(m.get("gidMappings"))?;
-    if !uids.is_empty() || !gids.is_empty() || idmap.is_some() {
-        if uids.is_empty() || gids.is_empty() {
-            return Err("an id-mapped mount needs both uidMappings and gidMappings".into());
-        }
-        request = request
-            .with_id_mapping(IdMapping::ranges(uids, gids).recursive(idmap.unwrap_or(false)));
-    }
-    let recursive = request.flags & ms::REC != 0;
-    Ok(Step::Served(Box::new(PlannedMount {
+    Ok(FsMount {
         index,
-        request,
+        fstype: m.typ().clone().unwrap_or_default(),
+        source: m
+            .source()
+            .as_ref()
+            .map(|s| s.display().to_string())
+            .unwrap_or_default(),
         destination,
-        recursive,
-    })))
+        attrs,
+        data,
+    })
 }

@@ -162,31 +162,56 @@ fn rootfs_mount(bundle: &Bundle) -> Res<OwnedFd> {
     Ok(fd)
 }
 
-/// Read-only, nosuid, nodev, noexec and propagation of a bind, set on the
-/// attached mount (the attach itself only binds).
+/// The rest of a bind once it is attached (the attach only binds), as runc
+/// does it: the request's `MS_*` flags and cleared flags on the top mount,
+/// its recursive attributes (`rro`, `rnosuid`, …) on the whole tree, then
+/// each propagation change in order. All with `mount_setattr(2)`, which
+/// changes only the bits named (no remount that could drop locked flags).
 fn apply_bind_flags(root: std::os::fd::BorrowedFd<'_>, m: &Mount) -> Res<()> {
     use procsync::schema::ms;
-    let mut attrs = MountAttrFlags::empty();
-    for (flag, attr) in [
+    const MAP: [(u64, MountAttrFlags); 5] = [
         (ms::RDONLY, MountAttrFlags::MOUNT_ATTR_RDONLY),
         (ms::NOSUID, MountAttrFlags::MOUNT_ATTR_NOSUID),
         (ms::NODEV, MountAttrFlags::MOUNT_ATTR_NODEV),
         (ms::NOEXEC, MountAttrFlags::MOUNT_ATTR_NOEXEC),
-    ] {
-        if m.flags & flag != 0 {
-            attrs |= attr;
+        (sys::MS_NOSYMFOLLOW, MountAttrFlags::MOUNT_ATTR_NOSYMFOLLOW),
+    ];
+    let attrs = |flags: u64| -> Res<u64> {
+        let mut out = MountAttrFlags::empty();
+        let mut left = flags & !(ms::BIND | ms::REC);
+        for (flag, attr) in MAP {
+            if flags & flag != 0 {
+                out |= attr;
+                left &= !flag;
+            }
         }
-    }
-    let recursive = m.flags & ms::REC != 0;
-    if attrs.is_empty() && m.propagation_flags.is_empty() {
+        if left != 0 {
+            return Err(format!(
+                "{}: mount flags {left:#x} are not supported by this example",
+                m.destination
+            )
+            .into());
+        }
+        Ok(out.bits().into())
+    };
+    let (set, clr) = (attrs(m.flags)?, attrs(m.cleared_flags)?);
+    let rec = m.rec_attr.unwrap_or_default();
+    if set == 0 && clr == 0 && rec == Default::default() && m.propagation_flags.is_empty() {
         return Ok(());
     }
     let fd = rootfs::open_in_root(root, Path::new(&m.destination))?;
-    sys::mount_setattr(fd.as_fd(), attrs.bits().into(), 0, recursive)
-        .map_err(|e| format!("mount_setattr on {}: {e}", m.destination))?;
+    let setattr = |set, clr, propagation, recursive| {
+        sys::mount_setattr(fd.as_fd(), set, clr, propagation, recursive)
+            .map_err(|e| format!("mount_setattr on {}: {e}", m.destination))
+    };
+    if set != 0 || clr != 0 {
+        setattr(set, clr, 0, false)?;
+    }
+    if rec.attr_set != 0 || rec.attr_clr != 0 || rec.propagation != 0 {
+        setattr(rec.attr_set, rec.attr_clr, rec.propagation, true)?;
+    }
     for &p in &m.propagation_flags {
-        sys::mount_setattr(fd.as_fd(), 0, p & !ms::REC, p & ms::REC != 0)
-            .map_err(|e| format!("propagation of {}: {e}", m.destination))?;
+        setattr(0, 0, p & !ms::REC, p & ms::REC != 0)?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use procsync::oci::oci_spec::runtime::LinuxNamespaceType;
 use procsync::runtime::{MountFdService, Symlinks};
 use procsync::rustix::fs::{Mode, OFlags};
 use procsync::schema::{IdMap, MessageType, Mount};
@@ -59,7 +60,12 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
     drop((child_end, go_read, exe));
     out!(
         "parent:   clone3({}) → init, host pid {}",
-        bundle.namespaces.join("|"),
+        bundle
+            .namespaces
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join("|"),
         spawned.pid
     );
     // Until the go byte is written, the init waits; dropping `go_write`
@@ -113,21 +119,14 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
             out!(
                 "parent:   the container runs: served {} of {} configured mounts, hooks {}, seccomp fd {}",
                 report.mounts,
-                bundle.served().count(),
+                bundle.served().len(),
                 yes(report.hooks),
                 if report.seccomp { "taken" } else { "not used" }
             );
             true
         }
         Err(e) => {
-            // The error and its causes on one line.
-            let mut text = e.to_string();
-            let mut cause = std::error::Error::source(e);
-            while let Some(c) = cause {
-                text.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            out!("parent:   start failed: {text}");
+            out!("parent:   start failed: {}", super::chain(e));
             false
         }
     };
@@ -153,8 +152,8 @@ fn header(bundle: &Bundle) {
     );
     out!(
         "    uid map {}; gid map {}",
-        maps(&bundle.uid_mappings),
-        maps(&bundle.gid_mappings)
+        maps(bundle.uid_mappings()),
+        maps(bundle.gid_mappings())
     );
     out!("bind mounts the parent serves (each once, nothing else):");
     for p in bundle.served() {
@@ -196,15 +195,16 @@ fn maps(m: &[IdMap]) -> String {
 /// from inside them).
 fn clone_flags(bundle: &Bundle) -> Res<u64> {
     let mut flags = 0u64;
-    for ns in &bundle.namespaces {
+    for &ns in &bundle.namespaces {
         flags |= sys::clone_flag(ns)
             .ok_or_else(|| format!("namespace {ns:?} is not supported by this example"))?;
     }
-    let needed = sys::clone_flag("user").unwrap_or(0) | sys::clone_flag("mount").unwrap_or(0);
+    let needed = sys::clone_flag(LinuxNamespaceType::User).unwrap_or(0)
+        | sys::clone_flag(LinuxNamespaceType::Mount).unwrap_or(0);
     if flags & needed != needed {
         return Err("config.json must ask for a user and a mount namespace".into());
     }
-    if bundle.uid_mappings.is_empty() || bundle.gid_mappings.is_empty() {
+    if bundle.uid_mappings().is_empty() || bundle.gid_mappings().is_empty() {
         return Err("config.json must give linux.uidMappings and linux.gidMappings".into());
     }
     Ok(flags)
@@ -247,8 +247,8 @@ fn write_id_maps(pid: i32, bundle: &Bundle) -> Res<()> {
             .collect::<String>()
     };
     for (file, m) in [
-        ("uid_map", &bundle.uid_mappings),
-        ("gid_map", &bundle.gid_mappings),
+        ("uid_map", bundle.uid_mappings()),
+        ("gid_map", bundle.gid_mappings()),
     ] {
         let path = format!("/proc/{pid}/{file}");
         std::fs::write(&path, text(m)).map_err(|e| format!("write {path}: {e}"))?;
@@ -386,18 +386,16 @@ fn parent_timings(
 ) {
     let ms = |ns: u64| ns as f64 / 1e6;
     out!("timings, parent (ms since clone3):");
-    out!(
-        "    clone3 returned                     {:>8.3}",
-        ms(t_clone - t0)
-    );
-    out!(
-        "    id maps written, init released     {:>8.3}",
-        ms(t_maps - t0)
-    );
-    out!(
-        "    mount-fd service in the init's mnt ns {:>6.3}",
-        ms(t_service - t0)
-    );
+    for (label, at) in [
+        ("clone3 returned", t_clone),
+        ("id maps written", t_maps),
+        (
+            "sources pinned in the init's mount ns; init released",
+            t_service,
+        ),
+    ] {
+        out!("    {label:<56} {:>8.3}", ms(at - t0));
+    }
     let events = events.lock().unwrap_or_else(|p| p.into_inner());
     let mut handled = 0;
     let mut pending: Option<(MessageType, u64)> = None;

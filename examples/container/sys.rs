@@ -7,20 +7,27 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-/// The `CLONE_NEW*` flag of an OCI namespace type (`linux.namespaces[].type`).
-pub fn clone_flag(oci_type: &str) -> Option<u64> {
-    let flag = match oci_type {
-        "user" => libc::CLONE_NEWUSER,
-        "mount" => libc::CLONE_NEWNS,
-        "pid" => libc::CLONE_NEWPID,
-        "uts" => libc::CLONE_NEWUTS,
-        "ipc" => libc::CLONE_NEWIPC,
-        "network" => libc::CLONE_NEWNET,
-        "cgroup" => libc::CLONE_NEWCGROUP,
-        _ => return None,
+use procsync::oci::oci_spec::runtime::LinuxNamespaceType;
+
+/// The `CLONE_NEW*` flag of an OCI namespace type (`linux.namespaces[].type`);
+/// `None` for the time namespace, which this example does not set up.
+pub fn clone_flag(ns: LinuxNamespaceType) -> Option<u64> {
+    let flag = match ns {
+        LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+        LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+        LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+        LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+        LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+        LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Time => return None,
     };
     Some(flag as u64)
 }
+
+/// `MS_NOSYMFOLLOW` (not in procsync's `schema::ms`).
+#[allow(clippy::unnecessary_cast)] // c_ulong: u32 on 32-bit targets
+pub const MS_NOSYMFOLLOW: u64 = libc::MS_NOSYMFOLLOW as u64;
 
 /// The init process `clone3` made.
 #[derive(Debug)]
@@ -200,18 +207,19 @@ pub fn set_ids(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
 }
 
 /// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE], {attr_set,
-/// propagation})`: sets `MOUNT_ATTR_*` bits and the propagation
-/// (`MS_PRIVATE`, `MS_SLAVE`, `MS_SHARED`, `MS_UNBINDABLE` or 0) of the
-/// mount `fd` is the root of.
+/// attr_clr, propagation})`: sets and clears `MOUNT_ATTR_*` bits and sets
+/// the propagation (`MS_PRIVATE`, `MS_SLAVE`, `MS_SHARED`, `MS_UNBINDABLE`
+/// or 0) of the mount `fd` is the root of.
 pub fn mount_setattr(
     fd: BorrowedFd<'_>,
     attr_set: u64,
+    attr_clr: u64,
     propagation: u64,
     recursive: bool,
 ) -> io::Result<()> {
     let mut attr: libc::mount_attr = libc::mount_attr {
         attr_set,
-        attr_clr: 0,
+        attr_clr,
         propagation,
         userns_fd: 0,
     };

@@ -21,6 +21,10 @@
 //     (MountPlease, Hooks, Ready, Seccomp), the parent answers through a
 //     [Handler] and a [MountPolicy] ([AllowList] by default: only the
 //     configured mounts, each once), behaving as the Rust sessions do.
+//   - Mount sources: [PinSources] pins each configured bind source before
+//     the child exists; the [PinnedSources] is the policy and its OpenPlain
+//     and OpenTree serve the pinned objects, so a child that swaps a path
+//     for a symlink is still served what was configured.
 //
 // The package is Linux-only where it touches the kernel; the codec and the
 // state machine are pure Go.

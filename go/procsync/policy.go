@@ -133,10 +133,14 @@ func rustQuote(s string) string {
 	return b.String()
 }
 
-// MatchedFields are the Mount fields a request must equal a configured
+// matchedFields are the Mount fields a request must equal a configured
 // mount in, in the order they are compared.
-var MatchedFields = []string{"source", "destination", "device", "flags", "cleared_flags",
+var matchedFields = [...]string{"source", "destination", "device", "flags", "cleared_flags",
 	"propagation_flags", "data", "rec_attr", "id_mapping"}
+
+// MatchedFields returns the Mount fields a request must equal a configured
+// mount in, in the order they are compared (a new slice each call).
+func MatchedFields() []string { return slices.Clone(matchedFields[:]) }
 
 // MountMatches reports whether request asks for exactly the configured
 // mount: source, destination, device, flags, cleared_flags,
@@ -149,12 +153,7 @@ func MountMatches(configured, request *pb.Mount) bool {
 	return firstDifference(configured, request) == ""
 }
 
-// MountsEqual is [MountMatches].
-//
-// Deprecated: use [MountMatches], whose name says what it checks.
-func MountsEqual(a, b *pb.Mount) bool { return MountMatches(a, b) }
-
-// firstDifference is the first of MatchedFields in which a and b differ,
+// firstDifference is the first of matchedFields in which a and b differ,
 // or "".
 func firstDifference(a, b *pb.Mount) string {
 	same := [...]bool{
@@ -170,7 +169,7 @@ func firstDifference(a, b *pb.Mount) string {
 	}
 	for i, ok := range same {
 		if !ok {
-			return MatchedFields[i]
+			return matchedFields[i]
 		}
 	}
 	return ""

@@ -373,7 +373,8 @@ func (s *SyncSocket) wake() {
 }
 
 // Fd returns the socket's file descriptor number (still owned by s; valid
-// only until Close).
+// only until Close). The fd is in non-blocking mode (the netpoller needs
+// it): a blocking recvmsg(2) of one's own on it returns EAGAIN.
 func (s *SyncSocket) Fd() int { return s.fd }
 
 // control runs f with the socket's fd, kept open while f runs.

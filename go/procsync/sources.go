@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,29 +17,6 @@ import (
 
 	pb "github.com/procsync/procsync/go/procsyncpb"
 )
-
-// Mount sources the child cannot steer.
-//
-// Threat model. The parent's configuration (the mounts it passes to
-// [PinSources]) and the host paths outside every tree the container can
-// write are trusted. The child is not: it may be compromised before its
-// first MountPlease, and anything it can write — a volume, its rootfs, a
-// directory above a configured source that it shares with the host — is
-// attacker input, and so is its timing. A policy that compares path
-// strings and then opens the path again at request time does not hold
-// against it: the child replaces the configured source, or a directory
-// above it, with a symlink (to "/", to "/proc/self/fd/N" — the parent's
-// own fd —, to "/proc/<its pid>/root/..." — its own mount namespace) and
-// is served what it swapped in.
-//
-// [PinnedSources] closes that gap: each configured bind source is
-// resolved once, when the set is built (before the child exists), with
-// openat2(O_NOFOLLOW, RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS) into an
-// O_PATH fd whose dev/ino/type are recorded. A request is matched to a configured entry and served from
-// that fd (a dup, or open_tree(fd, "", AT_EMPTY_PATH | OPEN_TREE_CLONE));
-// the path string is never walked again. Whatever the child does to the
-// path afterwards, it gets the object that was configured, or a
-// *[SourceError].
 
 // SourceErrorKind is the stable, kebab-case name of why a mount source
 // could not be pinned or served (a *[SourceError]). The names are the
@@ -59,7 +37,7 @@ const (
 	SourceErrNotBind SourceErrorKind = "not-bind"
 	// SourceErrPin: a configured bind source could not be pinned: not an
 	// absolute path, missing, a symlink (refused as the last component
-	// always, above it unless PinOptions.FollowSymlinksBeforeLast), a
+	// always, above it with PinOptions.RefuseSymlinks), a
 	// magic link on the path (never followed), ... Err is the cause
 	// (unix.ELOOP for a refused link). The configuration caused it.
 	SourceErrPin SourceErrorKind = "pin"
@@ -172,9 +150,21 @@ type pinned struct {
 // was built. It is a [MountPolicy] (the [AllowList] rules and refusal
 // texts: only configured mounts, each entry once) and its OpenPlain and
 // OpenTree methods are Mount handlers that serve the pinned object of the
-// matching entry, never walking the path again. Use one per container,
-// built before the child starts, and Close it when the conversation is
-// over. It is safe for concurrent use.
+// matching entry. Use one per container, built before the child starts,
+// and Close it when the conversation is over. It is safe for concurrent
+// use.
+//
+// Threat model: the parent's configuration and the host paths outside
+// every tree the container can write are trusted; the child is not, nor
+// is anything it can write (its rootfs, a volume, a directory above a
+// configured source that it shares with the host) or its timing. A
+// handler that opens the request's path at request time serves whatever
+// the child swapped in there: a symlink to "/", to "/proc/self/fd/N"
+// (the parent's own fd) or to "/proc/<its pid>/root/..." (its own mount
+// namespace). PinnedSources resolves each source once, before the child
+// exists, refusing magic links and a symlink as the source, and never
+// walks the path again: whatever the child does to it, it is served the
+// object that was configured, or a *[SourceError].
 //
 // The pinned fds are close-on-exec; a child forked without exec inherits
 // them, so start the child with exec (os/exec does).
@@ -192,13 +182,15 @@ type PinnedSources struct {
 // PinOptions say how configured sources are resolved. Magic links
 // (/proc/<pid>/fd/N, /proc/<pid>/root, ...) are never followed, and a
 // source that is itself a symlink is refused: configure the path the
-// link leads to.
+// link leads to. Symlinks before the last component are followed by
+// default (a host layout such as /var/run -> /run): the configuration is
+// trusted and pinning runs before the child exists — the Rust crate's
+// Symlinks::FollowBeforeLast, which its pinned services use.
 type PinOptions struct {
-	// FollowSymlinksBeforeLast follows symlinks before the last
-	// component (a host layout such as /var/run -> /run). By default
-	// any symlink on the path is refused (RESOLVE_NO_SYMLINKS). Only for
-	// paths no one untrusted can write.
-	FollowSymlinksBeforeLast bool
+	// RefuseSymlinks refuses any symlink on the path
+	// (RESOLVE_NO_SYMLINKS), for sources below a tree the container may
+	// have written before (the Rust crate's Symlinks::Refuse).
+	RefuseSymlinks bool
 }
 
 // PinSources pins mounts with the default options, giving up after
@@ -212,12 +204,13 @@ func PinSources(mounts ...*pb.Mount) (*PinnedSources, error) {
 // Pin resolves the source of each bind mount (flags with MS_BIND) once —
 // a source configured several times is pinned once — with
 // openat2(O_PATH | O_NOFOLLOW | O_CLOEXEC, RESOLVE_NO_MAGICLINKS [|
-// RESOLVE_NO_SYMLINKS]) and records its dev/ino/type; other mounts are
-// kept (a request for one is matched, then refused as not-bind). A source
-// that cannot be pinned fails the whole set with a *[SourceError] and
-// nothing stays open. When ctx ends first, Pin returns a timed-out error;
+// RESOLVE_NO_SYMLINKS if RefuseSymlinks]) and records its dev/ino/type;
+// other mounts are kept (a request for one is matched, then refused as
+// not-bind). A source that cannot be pinned fails the whole set with a
+// *[SourceError] and nothing stays open. When ctx ends first, Pin returns a timed-out error;
 // a resolution still blocked in the kernel closes its fd when it returns.
 func (o PinOptions) Pin(ctx context.Context, mounts ...*pb.Mount) (*PinnedSources, error) {
+	mounts = slices.Clone(mounts) // the caller's slice may change later
 	p := &PinnedSources{
 		allow:  NewAllowList(mounts...),
 		mounts: mounts,
@@ -258,7 +251,7 @@ func (o PinOptions) pin(ctx context.Context, path string, i int) (pinned, error)
 	// O_NOFOLLOW: a trailing symlink or magic link is opened as itself
 	// (and refused below), never followed.
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS}
-	if !o.FollowSymlinksBeforeLast {
+	if o.RefuseSymlinks {
 		how.Resolve |= unix.RESOLVE_NO_SYMLINKS
 	}
 	fd, err := boundedFd(ctx, func() (int, error) { return openat2(path, how) })
@@ -266,7 +259,7 @@ func (o PinOptions) pin(ctx context.Context, path string, i int) (pinned, error)
 	case err == nil:
 	case errors.Is(err, unix.ELOOP):
 		hint := "a magic link on the path: never followed"
-		if !o.FollowSymlinksBeforeLast {
+		if o.RefuseSymlinks {
 			hint = "a symlink or magic link on the path: not followed; configure the path it leads to"
 		}
 		return fail(SourceErrPin, err, hint)
@@ -367,6 +360,12 @@ func (p *PinnedSources) match(req *pb.Mount) (int, error) {
 // configured entry matching req (a dup of the pinned fd: the same object
 // whatever the path names now), kind plain-open. Errors are
 // *[SourceError]s. It makes no system call that can block.
+//
+// The fd is the host object itself: from a directory's fd, ".." resolves
+// to the host directory above it, with the holder's credentials. A
+// child that runs as host root can therefore reach the host tree
+// through it; [PinnedSources.OpenTree]'s detached clone confines ".." to
+// the source.
 func (p *PinnedSources) OpenPlain(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

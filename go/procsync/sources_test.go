@@ -393,7 +393,7 @@ func TestPinRefusesMagicLinks(t *testing.T) {
 		}
 		for _, src := range []string{fdLink, "/proc/self/root", fmt.Sprintf("/proc/%d/root/tmp", os.Getpid()),
 			fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd()), "/proc/thread-self/cwd", dir + "/to-fd", dir + "/to-root"} {
-			for _, o := range []PinOptions{{}, {FollowSymlinksBeforeLast: true}} {
+			for _, o := range []PinOptions{{}, {RefuseSymlinks: true}} {
 				p, err := o.Pin(context.Background(), BindMount(dir, "/ok"), BindMount(src, "/data"))
 				if p != nil {
 					p.Close()
@@ -412,7 +412,7 @@ func TestPinRefusesMagicLinks(t *testing.T) {
 }
 
 // A symlink as the last component is always refused; symlinks above it
-// only by default (FollowSymlinksBeforeLast follows them).
+// are followed unless RefuseSymlinks.
 func TestPinSymlinks(t *testing.T) {
 	noLeak(t, func() {
 		dir := t.TempDir()
@@ -427,26 +427,26 @@ func TestPinSymlinks(t *testing.T) {
 		}
 		for _, c := range []struct {
 			src    string
-			follow bool
+			refuse bool
 			ok     bool
 		}{
 			{dir + "/last", false, false},
 			{dir + "/last", true, false},
-			{dir + "/mid/src", false, false},
-			{dir + "/mid/src", true, true},
-			{dir + "/real/src", false, true},
+			{dir + "/mid/src", false, true},
+			{dir + "/mid/src", true, false},
+			{dir + "/real/src", true, true},
 		} {
 			m := BindMount(c.src, "/data")
-			p, err := PinOptions{FollowSymlinksBeforeLast: c.follow}.Pin(context.Background(), m)
+			p, err := PinOptions{RefuseSymlinks: c.refuse}.Pin(context.Background(), m)
 			if !c.ok {
 				var se *SourceError
 				if p != nil || !errors.As(err, &se) || se.Kind() != SourceErrPin || !errors.Is(err, unix.ELOOP) {
-					t.Errorf("%s follow=%v: %v", c.src, c.follow, err)
+					t.Errorf("%s refuse=%v: %v", c.src, c.refuse, err)
 				}
 				continue
 			}
 			if err != nil {
-				t.Fatalf("%s follow=%v: %v", c.src, c.follow, err)
+				t.Fatalf("%s refuse=%v: %v", c.src, c.refuse, err)
 			}
 			f, _, err := p.OpenPlain(m)
 			if err != nil {
@@ -563,7 +563,9 @@ func TestBoundedMountAnswersInTime(t *testing.T) {
 			t.Fatal(err)
 		}
 		m := BindMount(dir, "/a")
+		returned := make(chan struct{})
 		blocking := func(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
+			defer close(returned)
 			f, err := os.OpenFile(fifo, os.O_RDONLY, 0) // blocks until a writer opens
 			return f, SourcePlainOpen, err
 		}
@@ -588,6 +590,7 @@ func TestBoundedMountAnswersInTime(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer w.Close()
+		<-returned // the late fd exists now; MountWithin must close it
 		for deadline := time.Now().Add(5 * time.Second); countFDs(t) != before+1; {
 			if time.Now().After(deadline) {
 				t.Fatalf("the late fd was not closed: %d fds, want %d", countFDs(t), before+1)
@@ -736,4 +739,47 @@ func TestRefusalKindNames(t *testing.T) {
 	if Denied("x").Origin() != OriginPeer {
 		t.Error("origin")
 	}
+}
+
+// What the child can reach from the fd it is served: ".." from an
+// OpenPlain fd of a directory is the host directory above the source (the
+// fd is the host object itself), while the root of an OpenTree clone is a
+// detached mount's root, where ".." stays.
+func TestServedFdDotDot(t *testing.T) {
+	requireRoot(t)
+	noLeak(t, func() {
+		dir := t.TempDir()
+		if err := os.MkdirAll(dir+"/above/src", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		m := BindMount(dir+"/above/src", "/data")
+		p, err := PinSources(m, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		for _, c := range []struct {
+			open MountFunc
+			want string
+		}{{p.OpenPlain, dir + "/above"}, {p.OpenTree, dir + "/above/src"}} {
+			f, kind, err := c.open(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			up, err := unix.Openat(int(f.Fd()), "..", unix.O_PATH|unix.O_CLOEXEC, 0)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st unix.Stat_t
+			err = unix.Fstat(up, &st)
+			unix.Close(up)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := devIno(&st), statPath(t, c.want); got != want {
+				t.Errorf("%s: \"..\" is %s, want %s (%s)", SourceKindName(kind), got, want, c.want)
+			}
+		}
+	})
 }

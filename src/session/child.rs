@@ -1,12 +1,12 @@
 //! The child's side: the container's init (or exec) process asking its
 //! parent for mount source fds, hooks, Run and the seccomp hand-off.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::schema::{Mount, SyncMessage};
 use crate::state::{Flow, Machine, Role, State};
-use crate::transport::{Received, SyncSocket, TransportError};
+use crate::transport::{Received, SyncSocket};
 
 use super::core::{mount_reply, LinkCore};
 use super::{MountSource, SessionError, Step, Traffic};
@@ -73,6 +73,7 @@ impl Child {
     /// is this process's alone to take, and no other thread uses the
     /// environment during the call. Without those guarantees build the
     /// socket with [`SyncSocket::from_env_dup`] and use [`Child::new`].
+    #[allow(unsafe_code)] // the one unsafe item of `session`: SyncSocket::from_env's contract
     pub unsafe fn from_env(flow: Flow) -> Result<Self, SessionError> {
         // SAFETY: the caller's contract is `SyncSocket::from_env`'s.
         let sock = unsafe { SyncSocket::from_env() }.map_err(|source| SessionError::Transport {
@@ -179,7 +180,7 @@ impl Child {
     /// this returns [`SessionError::Closed`] and writes nothing.
     pub fn fail(&mut self, message: impl Into<String>) -> Result<(), SessionError> {
         self.core.check_fail()?;
-        self.core.on_hung_up_check(peer_hung_up(&self.sock))?;
+        self.core.on_hung_up_check(self.sock.peer_hung_up())?;
         let msg = self.core.error_message(&message.into());
         self.send(&msg, None)
     }
@@ -199,33 +200,6 @@ impl SeccompHandoff<'_> {
         match *self {
             SeccompHandoff::Attached(fd) => (SyncMessage::seccomp_attached(), Some(fd)),
             SeccompHandoff::ChildFd(n) => (SyncMessage::seccomp_child_fd(n), None),
-        }
-    }
-}
-
-/// Whether the peer has closed or shut down its sending side, without
-/// reading anything: `POLLHUP` or `POLLRDHUP` on the socket right now.
-pub(crate) fn peer_hung_up(sock: &impl AsFd) -> Result<bool, TransportError> {
-    use rustix::event::{PollFd, PollFlags, Timespec};
-    let mut pfd = [PollFd::new(sock, PollFlags::RDHUP)];
-    let zero = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    loop {
-        match rustix::event::poll(&mut pfd, Some(&zero)) {
-            Ok(_) => {
-                return Ok(pfd[0]
-                    .revents()
-                    .intersects(PollFlags::HUP | PollFlags::RDHUP))
-            }
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => {
-                return Err(TransportError::Io {
-                    op: "poll",
-                    source: e.into(),
-                })
-            }
         }
     }
 }

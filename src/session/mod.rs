@@ -23,10 +23,17 @@
 //! user namespace); the session only carries the fd and its
 //! [`MountSourceKind`].
 
+// No I/O of its own: the kernel is reached through `transport` only. The
+// single exception is `Child::from_env`, an `unsafe fn` forwarding
+// `SyncSocket::from_env`'s contract (no unsafe block of its own).
+#![deny(unsafe_code)]
+
 mod child;
 mod core;
 mod error;
 mod parent;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
@@ -72,6 +79,5 @@ pub struct Traffic<'a> {
 /// access to that process (`PTRACE_MODE_ATTACH_REALCREDS`): a parent may
 /// copy from its own child unless a security module forbids it.
 pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: RawFd) -> io::Result<OwnedFd> {
-    rustix::process::pidfd_getfd(pidfd, fd, rustix::process::PidfdGetfdFlags::empty())
-        .map_err(io::Error::from)
+    crate::transport::pidfd::get_fd(pidfd, fd)
 }

@@ -336,7 +336,7 @@ impl Parent {
 
     /// Opens `child`'s pidfd and registers it ([`with_peer_pidfd`](Self::with_peer_pidfd)).
     pub fn with_child_process(self, child: &std::process::Child) -> Result<Self, SessionError> {
-        let pidfd = pidfd_open(child).map_err(|source| SessionError::Os {
+        let pidfd = crate::transport::pidfd::open(child).map_err(|source| SessionError::Os {
             step: Step::Pidfd,
             source,
         })?;
@@ -411,15 +411,6 @@ impl Parent {
             }
         }
     }
-}
-
-/// Opens a pidfd for `child` (`pidfd_open(2)`, Linux 5.3).
-pub(crate) fn pidfd_open(child: &std::process::Child) -> std::io::Result<OwnedFd> {
-    rustix::process::pidfd_open(
-        rustix::process::Pid::from_child(child),
-        rustix::process::PidfdFlags::empty(),
-    )
-    .map_err(io::Error::from)
 }
 
 /// The Error reply for a refused MountPlease: [`REFUSAL_PREFIX`] and the

@@ -43,6 +43,8 @@
 #[cfg(feature = "runc-compat")]
 mod runc;
 mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};

@@ -14,6 +14,7 @@ cargo build --release --locked --features oci --example container >&2
 bin=target/release/examples/container
 work="$(mktemp -d /tmp/procsync-timings.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
+chmod 0755 "$work" # the container's root must reach the bundles below
 scripts/make-bundle.sh "$work/binds" >/dev/null
 PROCSYNC_BUNDLE_BINDS=none scripts/make-bundle.sh "$work/nobinds" >/dev/null
 for i in $(seq "$runs"); do
@@ -36,5 +37,9 @@ for v in binds nobinds; do
   sync=$(grep -h '^timing: spawn→execve' "$work"/$v.*.out | sed 's/.*conversation \([0-9.]*\) ms.*/\1/' | median)
   work_ms=$(grep -h '^timing: spawn→execve' "$work"/$v.*.out | sed "s/.*own work \([0-9.]*\) ms.*/\1/" | median)
   handler=$(grep -h '^timing: parent handler time' "$work"/$v.*.out | sed 's/.* \([0-9.]*\) ms$/\1/' | median)
+  for label in "clone3 returned" "id maps written" "sources pinned in the init's mount ns; init released"; do
+    m=$(grep -hF "    $label " "$work"/$v.*.out | awk '{ print $NF }' | median)
+    printf '    parent: %-48s %8s\n' "$label" "$m"
+  done
   echo "    spawn→execve $total; sync conversation $sync; init's own work $work_ms; parent handler time $handler"
 done

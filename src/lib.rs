@@ -20,6 +20,12 @@
 //!   service (open_tree, id-mapped mounts, O_PATH binds), the fast
 //!   user-namespace fd helper and the child's attach.
 //!
+//! Each layer imports only the ones above it in this list (`oci` uses
+//! `schema`, `wire` and `policy`); the modules that do no I/O (`schema`,
+//! `wire`, `state`, `policy`, `session`) forbid or deny `unsafe`, so the
+//! kernel is reached only from `transport` and `runtime`. `ARCHITECTURE.md`
+//! in the repository draws the whole map.
+//!
 //! `docs/PROTOCOL.md` is the normative specification of the wire.
 //!
 //! # Features
@@ -35,6 +41,9 @@
 //! * `oci` — `oci::MountPlan`: the mount requests and the mount policy of
 //!   a container, built from its OCI bundle's `config.json` (the `oci-spec`
 //!   crate, re-exported as `oci::oci_spec`).
+//! * `tokio` — async sessions and socket (`session::tokio`,
+//!   `transport::tokio`) on tokio's reactor and clock; no tokio type appears
+//!   in their signatures.
 //!
 //! # Third-party types
 //!

@@ -126,14 +126,7 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
             true
         }
         Err(e) => {
-            // The error and its causes on one line.
-            let mut text = e.to_string();
-            let mut cause = std::error::Error::source(e);
-            while let Some(c) = cause {
-                text.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            out!("parent:   start failed: {text}");
+            out!("parent:   start failed: {}", super::chain(e));
             false
         }
     };
@@ -393,18 +386,16 @@ fn parent_timings(
 ) {
     let ms = |ns: u64| ns as f64 / 1e6;
     out!("timings, parent (ms since clone3):");
-    out!(
-        "    clone3 returned                     {:>8.3}",
-        ms(t_clone - t0)
-    );
-    out!(
-        "    id maps written, init released     {:>8.3}",
-        ms(t_maps - t0)
-    );
-    out!(
-        "    mount-fd service in the init's mnt ns {:>6.3}",
-        ms(t_service - t0)
-    );
+    for (label, at) in [
+        ("clone3 returned", t_clone),
+        ("id maps written", t_maps),
+        (
+            "sources pinned in the init's mount ns; init released",
+            t_service,
+        ),
+    ] {
+        out!("    {label:<56} {:>8.3}", ms(at - t0));
+    }
     let events = events.lock().unwrap_or_else(|p| p.into_inner());
     let mut handled = 0;
     let mut pending: Option<(MessageType, u64)> = None;

@@ -36,6 +36,7 @@ pub(crate) const fn cmsg_space(len: usize) -> usize {
 }
 
 /// `CMSG_LEN(len)`: the `cmsg_len` of a control message with `len` data bytes.
+#[cfg(test)]
 const fn cmsg_len(len: usize) -> usize {
     cmsg_align(CMSG_HDR) + len
 }
@@ -84,6 +85,16 @@ pub(crate) struct RecvOutcome {
 
 /// One `recvmsg(2)` of at most `max` bytes appended to the (cleared) `buf`,
 /// with a control buffer of `ctrl_bytes` bytes.
+///
+/// Hand-written rather than `rustix::net::recvmsg` with a
+/// `RecvAncillaryBuffer` (checked in rustix 1.1.6, `net/send_recv/msg.rs`):
+/// rustix's drain yields only `SCM_RIGHTS` and `SCM_CREDENTIALS` and skips
+/// every other control message silently, so the pidfd of an `SCM_PIDFD`
+/// message (`SO_PASSPIDFD`) would stay installed and unowned — a leak — and
+/// an unknown control message could not be reported as
+/// `unexpected-control`. (Its `SCM_RIGHTS` handling — owning every fd,
+/// truncated payloads rounded down, closing undrained fds on drop — would
+/// be fine.)
 ///
 /// `flags` always gets `MSG_CMSG_CLOEXEC | MSG_TRUNC` added. On success
 /// `buf.len()` is the number of bytes stored (at most `max`) and every fd
@@ -208,42 +219,34 @@ fn own_fds(data: &[u8], out: &mut Vec<OwnedFd>) {
 
 /// One `sendmsg(2)` of `bytes` as a single record, with `fd` (if any) as a
 /// single `SCM_RIGHTS` control message in the same record.
+///
+/// Sending uses `rustix::net::sendmsg`: its `SendAncillaryBuffer` builds
+/// exactly the one `SCM_RIGHTS` message, borrows the fd and needs no
+/// `unsafe` here. (Receiving does not: see [`recvmsg`].)
 pub(crate) fn sendmsg(
     sock: BorrowedFd<'_>,
     bytes: &[u8],
     fd: Option<BorrowedFd<'_>>,
     flags: i32,
 ) -> io::Result<usize> {
-    const SPACE: usize = cmsg_space(size_of::<i32>());
-    let mut ctrl = CtrlBuf::<SPACE>::new();
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr().cast_mut().cast(),
-        iov_len: bytes.len(),
-    };
-    // SAFETY: an all-zero msghdr is a valid value (null pointers, zero lengths).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = rustix::net::SendAncillaryBuffer::new(&mut space);
+    let fds;
     if let Some(fd) = fd {
-        let word = size_of::<usize>();
-        let b = &mut ctrl.0;
-        b[..word].copy_from_slice(&cmsg_len(size_of::<i32>()).to_ne_bytes());
-        b[word..word + 4].copy_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
-        b[word + 4..word + 8].copy_from_slice(&libc::SCM_RIGHTS.to_ne_bytes());
-        let data = cmsg_align(CMSG_HDR);
-        b[data..data + 4].copy_from_slice(&fd.as_raw_fd().to_ne_bytes());
-        msg.msg_control = ctrl.0.as_mut_ptr().cast();
-        msg.msg_controllen = SPACE as _;
+        fds = [fd];
+        // The buffer is sized for exactly this message: it always fits.
+        if !anc.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+        }
     }
-    // SAFETY: `iov` points at `bytes` (the kernel only reads it) and
-    // `msg_control` at `SPACE` initialised bytes of `ctrl`; all outlive the
-    // call. The fd in the control message is borrowed and stays open.
-    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+    let mut f = rustix::net::SendFlags::empty();
+    if flags & libc::MSG_NOSIGNAL != 0 {
+        f |= rustix::net::SendFlags::NOSIGNAL;
     }
+    if flags & libc::MSG_DONTWAIT != 0 {
+        f |= rustix::net::SendFlags::DONTWAIT;
+    }
+    rustix::net::sendmsg(sock, &[io::IoSlice::new(bytes)], &mut anc, f).map_err(io::Error::from)
 }
 
 /// Takes ownership of fd number `raw`, inherited from the process that
@@ -312,6 +315,28 @@ pub(crate) fn keep_fd_in_child(cmd: &mut Command, raw: RawFd, dev: u64, ino: u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-written `CMSG_*` arithmetic against libc's macros, and the
+    /// control buffer size PROTOCOL.md §8 states.
+    #[test]
+    fn cmsg_arithmetic_matches_libc() {
+        assert_eq!(CMSG_HDR, size_of::<libc::cmsghdr>());
+        for n in 0..64u32 {
+            // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
+            let (space, len) = unsafe { (libc::CMSG_SPACE(n), libc::CMSG_LEN(n)) };
+            assert_eq!(cmsg_space(n as usize), space as usize);
+            assert_eq!(cmsg_len(n as usize), len as usize);
+        }
+        // SAFETY: as above.
+        let want = unsafe {
+            libc::CMSG_SPACE(5 * 4)
+                + libc::CMSG_SPACE(size_of::<libc::ucred>() as u32)
+                + libc::CMSG_SPACE(4)
+        };
+        assert_eq!(ctrl_len(crate::wire::MAX_FDS_PER_RECORD), want as usize);
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(ctrl_len(crate::wire::MAX_FDS_PER_RECORD), 96);
+    }
 
     #[test]
     fn control_walk_is_bounds_checked() {

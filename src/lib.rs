@@ -17,6 +17,12 @@
 //!   service (open_tree, id-mapped mounts, O_PATH binds), the fast
 //!   user-namespace fd helper and the child's attach.
 //!
+//! Each layer imports only the ones above it in this list (`oci` uses
+//! `schema`, `wire` and `policy`); the modules that do no I/O (`schema`,
+//! `wire`, `state`, `policy`, `session`) forbid or deny `unsafe`, so the
+//! kernel is reached only from `transport` and `runtime`. `ARCHITECTURE.md`
+//! in the repository draws the whole map.
+//!
 //! `docs/PROTOCOL.md` is the normative specification of the wire.
 //!
 //! # Features

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let cases: [(&str, fn()); 5] = [
+    let cases: [(&str, fn()); 6] = [
         (
             "starts_a_container_with_plain_and_idmapped_binds",
             starts_a_container,
@@ -57,6 +57,10 @@ fn main() -> ExitCode {
         (
             "a_symlinked_destination_in_the_rootfs_is_not_followed",
             destination_symlink_refused,
+        ),
+        (
+            "a_missing_source_fails_the_start_before_the_init_runs",
+            missing_source_fails_early,
         ),
     ];
     let mut failed = 0;
@@ -367,4 +371,22 @@ fn destination_symlink_refused() {
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("secret.txt")], "{show}");
+}
+
+fn missing_source_fails_early() {
+    let bundle = Bundle::new("missing", 0);
+    // A configured source that does not exist: pinning it fails while the
+    // init still waits for its go byte, so the init never runs anything.
+    std::fs::remove_dir_all(bundle.dir.join("owned")).expect("remove owned");
+    let run = start(&bundle, &[]);
+    let show = run.show();
+    assert_eq!(run.code, Some(1), "{show}");
+    assert!(run.stderr.starts_with("container: "), "{show}");
+    assert!(
+        run.stderr
+            .contains(&bundle.dir.join("owned").display().to_string()),
+        "the error names the source: {show}"
+    );
+    assert!(run.lines("init").is_empty(), "{show}");
+    assert!(run.lines("parent:   served ").is_empty(), "{show}");
 }

@@ -126,14 +126,7 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
             true
         }
         Err(e) => {
-            // The error and its causes on one line.
-            let mut text = e.to_string();
-            let mut cause = std::error::Error::source(e);
-            while let Some(c) = cause {
-                text.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            out!("parent:   start failed: {text}");
+            out!("parent:   start failed: {}", super::chain(e));
             false
         }
     };

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use procsync::policy::ConfiguredMounts;
 use procsync::runtime::MountFdService;
 use procsync::schema::Mount;
 use procsync::session::{
@@ -77,8 +78,10 @@ fn run_parent(base: &Path) -> Res {
     }
 
     // The runtime layer makes the source fds: O_PATH for plain binds,
-    // open_tree + mount_setattr for id-mapped ones.
-    let service = MountFdService::new();
+    // open_tree + mount_setattr for id-mapped ones. Every configured source
+    // is pinned now, before any child exists: a request is served from the
+    // pinned object, never by walking its path again (PROTOCOL.md §14).
+    let service = MountFdService::pinned(&ConfiguredMounts::new(mounts.clone()))?;
 
     banner("child 1: a well-behaved container init");
     let dirs = format!("{}:{}", path_str(&data), path_str(&config));

@@ -51,7 +51,9 @@
 //! so a user needs no matching dependency of their own: [`bytes`] (the
 //! codec's `BytesMut` buffers), [`prost`] (the [`schema`] types implement
 //! `prost::Message`) and [`rustix`] (`HandlerError: From<rustix::io::Errno>`,
-//! and the syscall wrappers the examples use).
+//! and the syscall wrappers the examples use). [`libc`] is re-exported too,
+//! for the system calls neither std nor rustix wraps, so the examples use
+//! nothing but procsync and std.
 //!
 //! Linux only: building for any other target stops with a `compile_error!`.
 #![warn(missing_docs)]
@@ -68,6 +70,11 @@ compile_error!(
 /// The `bytes` crate, whose `BytesMut` the codec encodes into
 /// ([`wire::native::encode`]).
 pub use bytes;
+/// The `libc` crate, for the few system calls neither std nor rustix wraps
+/// (`clone3`, seccomp filters, `mount_setattr`, `close_range`): the container
+/// example (`examples/container/sys.rs`) makes them through this re-export,
+/// so it needs no `libc` dependency of its own.
+pub use libc;
 /// The `prost` crate: the [`schema`] types implement `prost::Message`.
 pub use prost;
 /// The `rustix` crate: `session::HandlerError` converts from

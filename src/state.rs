@@ -864,3 +864,19 @@ impl Machine {
         }
     }
 }
+
+/// The exec flow of a runc compatibility profile. It lives here rather than
+/// in `wire::runc` so that the wire layer never imports the state machine.
+#[cfg(feature = "runc-compat")]
+impl crate::wire::runc::RuncProfile {
+    /// The flow of `runc exec` in these versions: [`Flow::ExecNoReady`]
+    /// before v1.2.0-rc.2, [`Flow::Exec`] from then on. (`runc create`/`run`
+    /// is [`Flow::Init`] in every profile.)
+    pub const fn exec_flow(self) -> Flow {
+        use crate::wire::runc::RuncProfile;
+        match self {
+            RuncProfile::Seed | RuncProfile::V1_2Rc1 => Flow::ExecNoReady,
+            _ => Flow::Exec,
+        }
+    }
+}

@@ -7,6 +7,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use procsync::libc;
 use procsync::oci::oci_spec::runtime::LinuxNamespaceType;
 
 /// The `CLONE_NEW*` flag of an OCI namespace type (`linux.namespaces[].type`);

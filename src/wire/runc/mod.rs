@@ -19,7 +19,7 @@
 //!
 //! * [`RuncProfile`] names the runc versions a peer may run and gives the
 //!   two things that differ between them: the [`MountShape`] of
-//!   `configs.Mount` and the exec [`Flow`];
+//!   `configs.Mount` and the exec [`Flow`](crate::state::Flow);
 //! * [`encode`] prints a message (and names the fd record) in a
 //!   [`MountShape`];
 //! * [`decode`] parses the JSON record into a [`RuncHeader`];
@@ -72,7 +72,6 @@ pub use encode::encode;
 pub use error::{RuncDecodeError, RuncEncodeError, RuncErrorKind, TypeContext};
 
 use crate::schema::{MessageType, Payload, SyncMessage};
-use crate::state::Flow;
 use crate::wire::validate::{self, validate_with, Rules, PATH_MAX};
 use crate::wire::ValidationError;
 
@@ -144,8 +143,9 @@ impl MountShape {
 /// A runc compatibility profile: the runc versions a peer may run, and what
 /// procsync must do to speak with them — the `configs.Mount` layout
 /// ([`RuncProfile::mount_shape`], for `Wire::Runc`) and the order of the
-/// exec flow ([`RuncProfile::exec_flow`]). Both ends agree on it out of
-/// band (runc has no negotiation). PROTOCOL.md §15 lists exactly which runc
+/// exec flow (`RuncProfile::exec_flow`, defined beside
+/// [`Flow`](crate::state::Flow) in `state`, which sits above the wire).
+/// Both ends agree on it out of band (runc has no negotiation). PROTOCOL.md §15 lists exactly which runc
 /// versions each profile speaks with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum RuncProfile {
@@ -199,16 +199,6 @@ impl RuncProfile {
             RuncProfile::V1_2Rc1 | RuncProfile::V1_2 => MountShape::V1_2,
             RuncProfile::V1_4 => MountShape::V1_4,
             RuncProfile::V1_5 => MountShape::V1_5,
-        }
-    }
-
-    /// The flow of `runc exec` in these versions: [`Flow::ExecNoReady`]
-    /// before v1.2.0-rc.2, [`Flow::Exec`] from then on. (`runc create`/`run`
-    /// is [`Flow::Init`] in every profile.)
-    pub const fn exec_flow(self) -> Flow {
-        match self {
-            RuncProfile::Seed | RuncProfile::V1_2Rc1 => Flow::ExecNoReady,
-            _ => Flow::Exec,
         }
     }
 }

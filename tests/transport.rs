@@ -1181,3 +1181,67 @@ fn runc_wire_sends_are_bounded_and_receives_resume() {
     drop(r);
     assert_eq!(fd_count(), before);
 }
+
+/// `try_send` on the runc wire: when the JSON record fits but the fd
+/// record does not, the message is committed and the fd record (with a
+/// duplicate of the fd) waits for `try_flush`; nothing is lost or sent
+/// twice, and the receiver gets the whole message.
+#[cfg(feature = "runc-compat")]
+#[test]
+fn runc_wire_try_send_keeps_the_fd_record_pending() {
+    use procsync::transport::Wire;
+    use procsync::wire::runc::MountShape;
+    let _g = serial();
+    let (a, b) = SyncSocket::pair().unwrap();
+    let mut a = a.with_wire(Wire::Runc(MountShape::V1_2));
+    let mut b = b.with_wire(Wire::Runc(MountShape::V1_2));
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let before = fd_count();
+    // The child asked for /dev/null: the reply's fd record must carry it.
+    b.send(
+        &SyncMessage::mount_please(Mount::bind("/dev/null", "/x")),
+        None,
+    )
+    .unwrap();
+    a.recv_deadline(soon(1000)).unwrap();
+    // Fill a's send side with tiny raw records, then make room for one.
+    let mut filler = 0usize;
+    while a.try_send_record(b"{}", None).is_ok() {
+        filler += 1;
+        assert!(filler < 1_000_000, "socket never filled");
+    }
+    let mut buf = Vec::new();
+    let mut drain_one = |b: &mut SyncSocket| {
+        let r = b.try_recv_record(&mut buf, 0).unwrap();
+        assert!(r.is_some());
+    };
+    drain_one(&mut b);
+    filler -= 1;
+    let reply = SyncMessage::mount_fd(MountSourceKind::PlainOpen, "/dev/null");
+    let dup = file.try_clone().unwrap();
+    a.try_send(&reply, Some(dup.as_fd())).unwrap();
+    // Closing the caller's fd does not matter: a duplicate waits.
+    drop(dup);
+    // The kernel admits a send while the sender's queued bytes are below
+    // its buffer: room for the JSON record, none left for the fd record.
+    assert!(a.has_pending_send());
+    // The fd record still has no room: flushing waits for the reader.
+    assert!(matches!(a.try_flush(), Err(TransportError::WouldBlock)));
+    // Anything else sent now would overtake it: it goes first, so nothing
+    // else is started either.
+    assert!(matches!(
+        a.try_send(&SyncMessage::run(), None),
+        Err(TransportError::WouldBlock)
+    ));
+    for _ in 0..filler {
+        drain_one(&mut b);
+    }
+    a.try_flush().unwrap();
+    assert!(!a.has_pending_send());
+    let r = b.recv_deadline(soon(1000)).unwrap();
+    assert_eq!(r.msg.mount_fd_info().unwrap().source, "/dev/null");
+    assert!(same_file(r.fd.as_ref().unwrap(), &file));
+    drop(r);
+    assert!(b.try_recv().unwrap().is_none(), "nothing sent twice");
+    assert_eq!(fd_count(), before);
+}

@@ -1,7 +1,13 @@
-//! Mount source fds: plain `O_PATH`, id-mapped with a cached user namespace,
-//! id-mapped with a fresh one, and id-mapped with a user namespace made the
-//! runc way (spawn /proc/self/exe + PTRACE_TRACEME), all in one run. The fd
-//! is closed outside the timed region except in `*_incl_close`.
+//! Mount source fds: plain and id-mapped (cached user namespace), each from
+//! a pinned source (`MountFdService::pinned`: a `dup` / `open_tree` of the
+//! pin) and resolved at request time (`MountFdService::new`: `openat2`
+//! first); id-mapped with a fresh user namespace, and with one made the runc
+//! way (spawn /proc/self/exe + PTRACE_TRACEME), all in one run. The fd is
+//! closed outside the timed region except in `*_incl_close`.
+//!
+//! The pre-pinning figures (a plain `open(O_PATH)` / `open_tree(AT_FDCWD,
+//! path)`) come from running this bench at the commit before pinning in the
+//! same session (docs/BENCHMARKS.md).
 //!
 //! Needs root; prints a reason and does nothing otherwise. `open_tree` clones
 //! are detached mounts, closed at once: the host's mount table is untouched.
@@ -15,6 +21,7 @@ use std::time::Duration;
 use common::runc_style_userns;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use procsync::policy::ConfiguredMounts;
 use procsync::runtime::MountFdService;
 use procsync::schema::{IdMap, IdMapping, Mount};
 
@@ -35,12 +42,29 @@ fn bench(c: &mut Criterion) {
     let plain = Mount::bind(&src, "/mnt");
     let idmapped = Mount::bind(&src, "/mnt").with_id_mapping(IdMapping::ranges(m.clone(), m));
     let svc = MountFdService::new();
+    let pinned = MountFdService::pinned(&ConfiguredMounts::new([plain.clone(), idmapped.clone()]))
+        .expect("pin");
 
     let mut g = c.benchmark_group("mount_source_fd");
+    g.bench_function("plain_pinned", |b| {
+        b.iter_batched(
+            || (),
+            |()| pinned.make_source(&plain).expect("plain"),
+            BATCH,
+        )
+    });
     g.bench_function("plain_o_path", |b| {
         b.iter_batched(|| (), |()| svc.make_source(&plain).expect("plain"), BATCH)
     });
     drop(svc.make_source(&idmapped).expect("prime cache"));
+    drop(pinned.make_source(&idmapped).expect("prime cache"));
+    g.bench_function("idmapped_pinned_cached_userns", |b| {
+        b.iter_batched(
+            || (),
+            |()| pinned.make_source(&idmapped).expect("idmapped"),
+            BATCH,
+        )
+    });
     g.bench_function("idmapped_cached_userns", |b| {
         b.iter_batched(
             || (),

@@ -13,9 +13,18 @@
 //! * [`transport`] — the seqpacket sync socket (records, fds, deadlines);
 //! * [`state`] — the legal order of messages, a sans-IO state machine per side;
 //! * [`policy`] — which mount requests the parent serves;
+//! * [`session`] — the child's and the parent's whole conversation: thin
+//!   drivers (blocking, and async with feature `tokio`) over one sans-IO
+//!   session core;
 //! * `runtime` (feature `runtime`, on by default) — the parent's mount-fd
 //!   service (open_tree, id-mapped mounts, O_PATH binds), the fast
 //!   user-namespace fd helper and the child's attach.
+//!
+//! Each layer imports only the ones above it in this list (`oci` uses
+//! `schema`, `wire` and `policy`); the modules that do no I/O (`schema`,
+//! `wire`, `state`, `policy`, `session`) forbid or deny `unsafe`, so the
+//! kernel is reached only from `transport` and `runtime`. `ARCHITECTURE.md`
+//! in the repository draws the whole map.
 //!
 //! `docs/PROTOCOL.md` is the normative specification of the wire.
 //!
@@ -26,6 +35,9 @@
 //!   `CLONE_VM` helper, no helper pool, no namespace worker threads.
 //! * `runc-compat` — runc's JSON sync wire (`wire::runc`,
 //!   `transport::Wire::Runc`), for talking to a real runc.
+//! * `tokio` — async sessions: `transport::tokio::AsyncSocket` and
+//!   `session::tokio::{AsyncChild, AsyncParent}`, waiting through tokio's
+//!   reactor, cancel safe at every await point.
 //! * `oci` — `oci::MountPlan`: the mount requests and the mount policy of
 //!   a container, built from its OCI bundle's `config.json` (the `oci-spec`
 //!   crate, re-exported as `oci::oci_spec`).

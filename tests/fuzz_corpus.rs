@@ -54,6 +54,7 @@ fn seeds(target: &str) -> BTreeMap<String, Vec<u8>> {
             }
         }
     }
+    #[cfg(feature = "runc-compat")]
     if target == "runc_decode" {
         runc_seeds(&mut out);
     }
@@ -105,6 +106,7 @@ fn seeds(target: &str) -> BTreeMap<String, Vec<u8>> {
 /// `MountShape::ALL`, v1.2 when the vector names none) << 2, then the JSON
 /// record, then `0xff` and the fd record's name, then `0xff` and the
 /// expected name.
+#[cfg(feature = "runc-compat")]
 fn runc_seeds(out: &mut BTreeMap<String, Vec<u8>>) {
     let text = std::fs::read_to_string(Path::new(ROOT).join("tests/vectors/runc.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();

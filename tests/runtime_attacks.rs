@@ -638,3 +638,88 @@ fn pinning_refuses_symlinks_and_missing_sources() {
     }
     assert_eq!(settled_fd_count(), fds0, "fds leaked");
 }
+
+/// A parent that drops the id mapping it does not know — what an older runc
+/// parent does with procsync's id-mapping keys — and answers an id-mapped
+/// request with a plain source. The child must refuse it (the fd closed,
+/// nothing attached), never mount the tree unmapped.
+struct DropsIdMapping<'a>(&'a MountFdService);
+
+impl procsync::session::ParentHandler for DropsIdMapping<'_> {
+    fn mount(&mut self, req: &Mount) -> Result<MountSource, procsync::session::HandlerError> {
+        let mut plain = req.clone();
+        plain.id_mapping = None;
+        self.0
+            .make_source(&plain)
+            .map_err(|e| procsync::session::HandlerError::with_source("plain", e))
+    }
+}
+
+#[test]
+fn id_mapped_request_answered_plain_is_refused_by_the_child() {
+    if !root_or_skip("id-mapped answered plain") {
+        return;
+    }
+    let _g = serial();
+    private_mount_ns();
+    let fds0 = settled_fd_count();
+    {
+        let st = setup("downgrade");
+        let dst = st.s.dir("dst");
+        let (psock, csock) = procsync::transport::SyncSocket::pair().unwrap();
+        // The child: a separate process (fork), which attaches only what fits
+        // its request and reports the outcome through its exit status.
+        let mapped = st.mapped.clone();
+        let c_dst = cstr(&dst);
+        // SAFETY: the child runs one session request (it allocates; glibc's
+        // malloc is fork-safe) on the socket it inherited, then `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            drop(psock);
+            let count = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+            let mut child = procsync::session::Child::new(csock, procsync::state::Flow::Init)
+                .with_deadline(Duration::from_secs(10));
+            let before = count();
+            let code = match child.mount_source(&mapped) {
+                // Refused, the fd closed, nothing attached.
+                Err(e) if e.kind() == procsync::session::SessionErrorKind::SourceDowngraded => {
+                    if count() == before {
+                        0
+                    } else {
+                        4
+                    }
+                }
+                Err(_) => 2,
+                Ok(src) => {
+                    // What the old code did: attach the tree unmapped.
+                    let _ =
+                        procsync::runtime::attach(src, Path::new(c_dst.to_str().unwrap()), false);
+                    3
+                }
+            };
+            // SAFETY: ends the forked child.
+            unsafe { libc::_exit(code) };
+        }
+        drop(csock);
+        let r =
+            procsync::session::Parent::new(psock, procsync::state::Flow::Init, [st.mapped.clone()])
+                .with_deadline(Duration::from_secs(10))
+                .serve(&mut DropsIdMapping(&st.pinned));
+        let mut status = 0;
+        // SAFETY: reaps the child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+        let code = libc::WEXITSTATUS(status);
+        assert_eq!(
+            code, 0,
+            "the child did not refuse the plain source cleanly (2: another error, \
+             3: it accepted and attached it, 4: an fd leaked)"
+        );
+        // The child closed without Ready: the parent's conversation failed.
+        assert!(r.is_err());
+        // Nothing was mounted on the destination.
+        assert!(std::fs::read_dir(&dst).unwrap().next().is_none());
+    }
+    assert_eq!(settled_fd_count(), fds0, "fds leaked");
+}

@@ -87,7 +87,8 @@ impl Bundle {
             std::fs::canonicalize(dir).map_err(|e| format!("bundle {}: {e}", dir.display()))?;
         let path = dir.join("config.json");
         let spec = Spec::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let plan = MountPlan::from_spec(&spec, &dir).map_err(|e| error_chain(&path, &e))?;
+        let plan = MountPlan::from_spec(&spec, &dir)
+            .map_err(|e| format!("{}: {}", path.display(), super::chain(&e)))?;
         parse(&dir, &spec, plan).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -115,16 +116,6 @@ impl Bundle {
     pub fn gid_mappings(&self) -> &[IdMap] {
         self.plan.gid_mappings()
     }
-}
-
-fn error_chain(path: &Path, e: &dyn std::error::Error) -> String {
-    let mut text = format!("{}: {e}", path.display());
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
 }
 
 fn parse(dir: &Path, spec: &Spec, plan: MountPlan) -> Result<Bundle, String> {

@@ -76,6 +76,23 @@ fn parse(args: &[String]) -> Result<(Options, Option<u64>), String> {
     Ok((o, t0))
 }
 
+/// An error and its causes on one line, joined with `": "` (errors here
+/// follow the API guidelines: `Display` leaves the cause to `source()`).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        // Some errors still repeat their cause's text; print it once.
+        if !text.ends_with(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Whether this process is the init the runtime re-executed: `init` as
 /// the first argument and the sync socket in the environment.
 pub fn is_init(args: &[String]) -> bool {
@@ -95,7 +112,7 @@ pub fn runtime_main(args: &[String]) -> ExitCode {
     match runtime::run(&opts) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("container: {e}");
+            eprintln!("container: {}", chain(&*e));
             ExitCode::FAILURE
         }
     }
@@ -115,7 +132,7 @@ pub fn init_main(args: &[String]) -> ExitCode {
         }
     };
     if let Err(e) = init::run(&opts, t0) {
-        out!("init:     failed: {e}");
+        out!("init:     failed: {}", chain(&*e));
     }
     ExitCode::FAILURE
 }

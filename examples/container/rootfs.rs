@@ -100,15 +100,8 @@ pub fn attach_in_root(
     destination: &Path,
     recursive: bool,
 ) -> io::Result<()> {
-    procsync::runtime::attach_in_root(source, root, destination, recursive).map_err(|e| {
-        let mut text = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            text.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
-        io::Error::other(text)
-    })
+    procsync::runtime::attach_in_root(source, root, destination, recursive)
+        .map_err(|e| io::Error::other(super::chain(&e)))
 }
 
 /// Makes a filesystem mount (`proc`, `tmpfs`, …) with the new mount API and

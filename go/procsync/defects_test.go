@@ -597,3 +597,46 @@ func TestFromFDKinds(t *testing.T) {
 		a.Close()
 	})
 }
+
+// PROTOCOL §11: the per-message deadline bounds the parent's own work. A
+// handler that returns after its reply was due has its result discarded
+// (the fd it made is closed), the child gets an Error reply and Serve a
+// *HandlerError of kind handler-overran; the handler was told the due
+// time first.
+func TestHandlerOverrunningItsDeadline(t *testing.T) {
+	noLeak(t, func() {
+		a, b := pair(t)
+		const timeout = 100 * time.Millisecond
+		h := &slowHandler{HandlerFuncs: HandlerFuncs{MountFunc: func(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
+			time.Sleep(timeout + 50*time.Millisecond)
+			return openPlainForTest(req)
+		}}}
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() {
+			done <- NewParent(a, ParentOptions{Options: Options{Flow: FlowInit, Timeout: timeout},
+				Mounts: []*pb.Mount{BindMount("/", "/r")}}).Serve(h)
+		}()
+		c := NewChild(b, Options{Flow: FlowInit, Timeout: 5 * time.Second})
+		f, _, err := c.MountPlease(BindMount("/", "/r"))
+		var re *RemoteError
+		if f != nil || !errors.As(err, &re) || !strings.HasPrefix(re.Message, "MountPlease failed in the parent: the handler overran its deadline by ") {
+			t.Fatalf("child: %v %v", f, err)
+		}
+		var he *HandlerError
+		if err := <-done; !errors.As(err, &he) || !isKind(err, KindHandlerOverran) || he.Overran <= 0 {
+			t.Fatalf("parent: %v", err)
+		}
+		if h.due.IsZero() || h.due.Before(start.Add(timeout)) || h.due.After(time.Now()) {
+			t.Fatalf("handler told due %v (start %v)", h.due, start)
+		}
+		c.Close()
+	})
+}
+
+type slowHandler struct {
+	HandlerFuncs
+	due time.Time
+}
+
+func (h *slowHandler) SetDeadline(due time.Time) { h.due = due }

@@ -95,6 +95,10 @@ const (
 	// KindHandlerFailed: the parent's handler failed (a *[HandlerError]).
 	// Local.
 	KindHandlerFailed ErrorKind = "handler-failed"
+	// KindHandlerOverran: the parent's handler returned after the reply
+	// was due; its result was discarded and the child was sent Error (a
+	// *[HandlerError] with Overran set). Local.
+	KindHandlerOverran ErrorKind = "handler-overran"
 	// KindSourceMismatch: a MountFd for another source than requested (a
 	// *[MismatchError]). Peer.
 	KindSourceMismatch ErrorKind = "source-mismatch"

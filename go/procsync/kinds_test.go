@@ -20,16 +20,14 @@ var goKinds = []ErrorKind{
 	KindNotSeqpacket, KindEnvNotSet, KindEnvInvalid, KindWriteShutdown, KindIO, KindClosed,
 	KindCanceled, KindBadFile,
 	KindProtocolViolation, KindMisuse, KindRemoteError, KindTransport, KindMountRefused,
-	KindHandlerFailed, KindSourceMismatch, KindSourceDowngraded,
+	KindHandlerFailed, KindHandlerOverran, KindSourceMismatch, KindSourceDowngraded,
 }
 
 // rustOnly are Rust kinds the Go package cannot produce: a send that
 // makes a single attempt (would-block), passing fd 0–2 to a child (Go's
-// PassToChild always duplicates above 2), a handler overrunning the
-// per-message deadline (the Go parent does not bound its handler), a
-// session failure of the OS outside the socket (Go reports those as the
+// PassToChild always duplicates above 2), a session failure of the OS outside the socket (Go reports those as the
 // transport's io).
-var rustOnly = map[string]bool{"would-block": true, "stdio-fd": true, "handler-overran": true, "os": true}
+var rustOnly = map[string]bool{"would-block": true, "stdio-fd": true, "os": true}
 
 // The Go package exposes the Rust crate's kind names (13.1): every kind
 // `as_str` names in the wire, transport and session error kinds, read from

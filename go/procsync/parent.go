@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	pb "github.com/procsync/procsync/go/procsyncpb"
 )
@@ -35,20 +36,42 @@ type Handler interface {
 	Seccomp(req SeccompRequest) error
 }
 
-// HandlerError is a Handler method's failure; it was also sent to the child
-// as an Error reply.
+// HandlerDeadline is implemented by a [Handler] that wants to know when
+// its reply is due (PROTOCOL §11): before each Handler call the parent
+// calls SetDeadline with the instant the request arrived plus the
+// per-message timeout (zero: no deadline). A handler doing blocking work
+// must finish or give up by then; one that returns later has its result
+// discarded.
+type HandlerDeadline interface {
+	SetDeadline(due time.Time)
+}
+
+// HandlerError is a Handler method's failure, or its return after the
+// reply was due (Overran > 0: its result was discarded, an fd it made
+// closed); either way the child was sent an Error reply.
 type HandlerError struct {
 	Request pb.MessageType
 	Err     error
+	// Overran is how late the handler returned (zero when it failed).
+	Overran time.Duration
 }
 
-// Kind returns [KindHandlerFailed].
-func (e *HandlerError) Kind() ErrorKind { return KindHandlerFailed }
+// Kind returns [KindHandlerFailed], or [KindHandlerOverran] for a handler
+// that returned after the reply was due.
+func (e *HandlerError) Kind() ErrorKind {
+	if e.Overran > 0 {
+		return KindHandlerOverran
+	}
+	return KindHandlerFailed
+}
 
 // Origin is [OriginLocal]: this side's handler failed.
 func (e *HandlerError) Origin() Origin { return OriginLocal }
 
 func (e *HandlerError) Error() string {
+	if e.Overran > 0 {
+		return fmt.Sprintf("procsync: parent's %s handler overran its deadline by %v", TypeName(e.Request), e.Overran)
+	}
 	return fmt.Sprintf("procsync: parent's %s handler failed: %v", TypeName(e.Request), e.Err)
 }
 
@@ -128,6 +151,7 @@ func (p *Parent) ServeContext(ctx context.Context, h Handler) error {
 	}
 	for {
 		msg, f, err := p.sock.RecvContext(ctx, p.deadline())
+		due := p.deadline() // the reply is due one deadline after the request
 		if err != nil {
 			if errors.Is(err, ErrPeerClosed) {
 				return p.peerClosedOrEnd(err)
@@ -156,7 +180,7 @@ func (p *Parent) ServeContext(ctx context.Context, h Handler) error {
 			closeFile(f)
 			return &RemoteError{From: RoleChild, Message: msg.GetError().GetMessage()}
 		}
-		if err := p.serve(ctx, h, msg, f); err != nil {
+		if err := p.serve(ctx, h, msg, f, due); err != nil {
 			return err
 		}
 	}
@@ -174,8 +198,11 @@ func (p *Parent) peerClosedOrEnd(err error) error {
 }
 
 // serve answers one request (f is the fd that came with it, if any).
-func (p *Parent) serve(ctx context.Context, h Handler, msg *pb.SyncMessage, f *os.File) error {
+func (p *Parent) serve(ctx context.Context, h Handler, msg *pb.SyncMessage, f *os.File, due time.Time) error {
 	ty := msg.GetType()
+	if hd, ok := h.(HandlerDeadline); ok && ty != TypeMountPlease {
+		hd.SetDeadline(due)
+	}
 	var reply *pb.SyncMessage
 	var replyFile *os.File
 	var herr error
@@ -185,6 +212,9 @@ func (p *Parent) serve(ctx context.Context, h Handler, msg *pb.SyncMessage, f *o
 		if err := p.policy.Allow(req); err != nil {
 			p.replyError(ctx, RefusalText(err))
 			return &MountRefusedError{Mount: req, Reason: err.Error(), Err: err}
+		}
+		if hd, ok := h.(HandlerDeadline); ok {
+			hd.SetDeadline(due)
 		}
 		var kind pb.MountSourceKind
 		replyFile, kind, herr = h.Mount(req)
@@ -214,6 +244,12 @@ func (p *Parent) serve(ctx context.Context, h Handler, msg *pb.SyncMessage, f *o
 		closeFile(replyFile)
 		p.replyError(ctx, TypeName(ty)+" failed in the parent: "+herr.Error())
 		return &HandlerError{Request: ty, Err: herr}
+	}
+	if late := time.Since(due); !due.IsZero() && late > 0 {
+		// The reply was due already: the result is discarded.
+		closeFile(replyFile)
+		p.replyError(ctx, fmt.Sprintf("%s failed in the parent: the handler overran its deadline by %v", TypeName(ty), late))
+		return &HandlerError{Request: ty, Err: os.ErrDeadlineExceeded, Overran: late}
 	}
 	err := p.reply(ctx, ty, reply, replyFile)
 	closeFile(replyFile)

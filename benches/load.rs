@@ -1,5 +1,5 @@
 //! Load throughput: 64 concurrent parent/child pairs, each child a real
-//! process (this bench binary re-executed with `PROCSYNC_LOAD_ROLE` set),
+//! process (this bench binary re-executed with `PROCSYNC_TEST_ROLE` set),
 //! each parent a thread, running init conversations of 50 MountPlease →
 //! MountFd round trips (one real fd each) plus Hooks and Ready, with a
 //! fresh state machine per conversation (the same code as `tests/load.rs`,
@@ -13,6 +13,8 @@
 
 #[path = "../tests/common/load_peer.rs"]
 mod load_peer;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 

@@ -284,6 +284,20 @@ fn starts_a_container() {
     );
     assert!(run.has("init:     mounted a new proc at /proc\n"), "{show}");
     assert!(run.has("parent:   container exited: status 0\n"), "{show}");
+    assert_no_parent_fd_leak(&run);
+}
+
+/// The runtime ends with the fds it started with (the sync socket, the
+/// pidfd, the pinned sources, the worker's namespace fd, … all closed).
+fn assert_no_parent_fd_leak(run: &Run) {
+    let line = run.lines("parent:   open fds: ");
+    assert_eq!(line.len(), 1, "{}", run.show());
+    let nums: Vec<&str> = line[0]
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(nums.len(), 2, "{}", run.show());
+    assert_eq!(nums[0], nums[1], "the runtime leaked fds: {}", run.show());
 }
 
 fn exit_status_passes_through() {
@@ -324,6 +338,7 @@ fn extra_mount_is_refused() {
     assert!(init_failed[0].contains("mount request refused"), "{show}");
     // The container's process never ran.
     assert!(run.lines("probe:").is_empty(), "{show}");
+    assert_no_parent_fd_leak(&run);
 }
 
 fn seccomp_and_timings() {
@@ -342,6 +357,7 @@ fn seccomp_and_timings() {
     assert!(run.has("probe: fds 0 1 2\n"), "{show}");
     assert_eq!(run.lines("timing: spawn→execve ").len(), 1, "{show}");
     assert_eq!(run.lines("timing: parent handler time").len(), 1, "{show}");
+    assert_no_parent_fd_leak(&run);
 }
 
 fn destination_symlink_refused() {
@@ -371,6 +387,7 @@ fn destination_symlink_refused() {
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("secret.txt")], "{show}");
+    assert_no_parent_fd_leak(&run);
 }
 
 fn missing_source_fails_early() {

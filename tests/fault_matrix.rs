@@ -30,12 +30,12 @@
 
 #[path = "common/fault_peer.rs"]
 mod fault_peer;
+mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child as Process, ExitStatus};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use fault_peer::*;
@@ -53,8 +53,6 @@ use procsync::transport::{SyncSocket, TransportError};
 fn fault_peer_entry() {
     fault_peer_main();
 }
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The parent's deadline where a dead child must be noticed without it.
 const LONG: Duration = Duration::from_secs(5);
@@ -160,33 +158,10 @@ fn fd_entries() -> usize {
     fault_peer::fd_count()
 }
 
-/// The pids listed in /proc/self/task/*/children (zombies included).
-fn children() -> Vec<u32> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        out.extend(
-            list.split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok()),
-        );
-    }
-    out
-}
-
 /// Waits for `p` at most `limit` (then kills it and fails).
 fn reap(p: &mut Process, limit: Duration) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = p.try_wait().unwrap() {
-            return st;
-        }
-        if start.elapsed() > limit {
-            let _ = p.kill();
-            let _ = p.wait();
-            panic!("process {} did not end within {limit:?}", p.id());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    support::proc::wait_bounded(p, limit)
+        .unwrap_or_else(|_| panic!("process {} did not end within {limit:?}", p.id()))
 }
 
 /// The state letter of `/proc/<pid>/stat` (`T` = stopped).
@@ -286,7 +261,11 @@ fn run_child_case(c: &Case) -> String {
         kill_holder(hold);
     }
     drop(p);
-    assert!(children().is_empty(), "{name}: unreaped {:?}", children());
+    assert!(
+        support::proc::children().is_empty(),
+        "{name}: unreaped {:?}",
+        support::proc::children()
+    );
     assert_eq!(fd_entries(), fds, "{name}: fd leak");
     format!("| {name} | {got} | {} ms |", took.as_millis())
 }
@@ -300,7 +279,7 @@ fn print_table(title: &str, rows: &[String]) {
 
 #[test]
 fn a_child_killed_at_every_step_ends_serve_per_the_close_rules() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = support::serial();
     use Expect::*;
     use Step::*;
     let (b, a) = (Point::before, Point::after);
@@ -334,7 +313,7 @@ fn a_child_killed_at_every_step_ends_serve_per_the_close_rules() {
 
 #[test]
 fn a_child_stopped_at_every_step_runs_into_the_parent_deadline() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = support::serial();
     use Step::*;
     // The state the parent waits in once it has handled everything the
     // child sent before stopping.
@@ -405,7 +384,11 @@ fn run_parent_case(point: Point, fate: Fate, expect: &str) -> String {
     // it and every fd it received.
     let (at_start, at_end): (usize, usize) = (f[1].parse().unwrap(), f[2].parse().unwrap());
     assert_eq!(at_end + 1, at_start, "{name}: the session child leaked fds");
-    assert!(children().is_empty(), "{name}: unreaped {:?}", children());
+    assert!(
+        support::proc::children().is_empty(),
+        "{name}: unreaped {:?}",
+        support::proc::children()
+    );
     assert_eq!(fd_entries(), fds, "{name}: fd leak");
     format!(
         "| {name} | {outcome} | {ms} ms (case {} ms) |",
@@ -415,7 +398,7 @@ fn run_parent_case(point: Point, fate: Fate, expect: &str) -> String {
 
 #[test]
 fn a_parent_killed_at_every_step_ends_the_child_call() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = support::serial();
     use Step::*;
     let v = |call: &str, s: State| {
         format!("call={call} outcome=Violation state={s:?} got=close origin=Peer")
@@ -481,7 +464,7 @@ impl ParentHandler for AnyMount {
 
 #[test]
 fn a_child_that_never_reads_its_replies_runs_into_the_send_deadline() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = support::serial();
     let fds = fd_entries();
     let (mine, theirs) = SyncSocket::pair().unwrap();
     let mut cmd = fault_command("never-reads");
@@ -530,6 +513,6 @@ fn a_child_that_never_reads_its_replies_runs_into_the_send_deadline() {
     let st = reap(&mut p, LONG);
     assert_eq!(st.signal(), Some(libc::SIGKILL));
     drop(p);
-    assert!(children().is_empty());
+    assert!(support::proc::children().is_empty());
     assert_eq!(fd_entries(), fds);
 }

@@ -19,13 +19,14 @@
 //! /proc/self/fd has as many entries afterwards as before.
 
 mod go_build;
+mod support;
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child as Process, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use procsync::policy::{ConfiguredMounts, MountPolicy, PolicyRefusal};
@@ -38,23 +39,13 @@ use procsync::state::{Flow, State};
 use procsync::transport::{Origin, SyncSocket, Wire, ENV_SYNC_FD};
 use procsync::wire::Limits;
 
-/// The env var that turns the re-executed test binary into a Rust peer.
-const ROLE_VAR: &str = "PROCSYNC_GO_INTEROP_ROLE";
 /// The directory the re-executed Rust peer mounts / serves.
 const DIR_VAR: &str = "PROCSYNC_GO_INTEROP_DIR";
 
 /// How long any one wait may take before the test calls it a hang.
 const BOUND: Duration = Duration::from_secs(15);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+use support::{fd_count, serial};
 
 /// The Go peer binary, built once per test run; `None` (with the reason
 /// printed) when Go is not installed and this is not CI.
@@ -174,18 +165,10 @@ impl std::fmt::Display for Exit {
 
 fn finish(mut p: Process) -> Exit {
     let start = Instant::now();
-    let status = loop {
-        if let Some(st) = p.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > BOUND {
-            let _ = p.kill();
-            let st = p.wait().unwrap();
-            eprintln!("peer hung; killed after {BOUND:?}");
-            break st;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = support::proc::wait_bounded(&mut p, BOUND).unwrap_or_else(|st| {
+        eprintln!("peer hung; killed after {BOUND:?}");
+        st
+    });
     let mut out = String::new();
     let mut err = String::new();
     if let Some(mut o) = p.stdout.take() {
@@ -684,13 +667,15 @@ fn a_go_parent_dying_mid_flow_fails_the_rust_child() {
 #[test]
 #[ignore = "entry point of the Rust peer processes the other tests spawn"]
 fn rust_peer_entry() {
-    let Ok(role) = std::env::var(ROLE_VAR) else {
-        return;
-    };
+    support::peer::run(play_rust_peer);
+}
+
+/// The Rust peer playing `role` (it always exits the process itself).
+fn play_rust_peer(role: &str) -> i32 {
     let dir = std::env::var(DIR_VAR).unwrap();
     // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
     let sock = unsafe { SyncSocket::from_env() }.expect("rust peer: from_env");
-    match role.as_str() {
+    match role {
         "parent-dies-at-hooks" => {
             struct DieAtHooks;
             impl ParentHandler for DieAtHooks {
@@ -726,21 +711,8 @@ fn rust_peer_entry() {
 }
 
 fn spawn_rust_peer(role: &str, dir: &str, end: &SyncSocket) -> Process {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "rust_peer_entry",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(ROLE_VAR, role)
-    .env(DIR_VAR, dir)
-    .env_remove(ENV_SYNC_FD)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let mut cmd = support::peer::entry_command("rust_peer_entry", role);
+    cmd.env(DIR_VAR, dir).stderr(Stdio::piped());
     end.pass_to_child(&mut cmd).unwrap();
     cmd.spawn().unwrap()
 }

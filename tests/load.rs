@@ -13,8 +13,10 @@
 
 #[path = "common/load_peer.rs"]
 mod load_peer;
+mod support;
 
 use load_peer::*;
+use support::fd_count;
 
 const PAIRS: usize = 64;
 
@@ -30,10 +32,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 /// User + system CPU time of this process (/proc/self/stat, in clock

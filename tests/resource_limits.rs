@@ -11,66 +11,31 @@
 //! The receiver is this test binary re-executed (so the limit and the
 //! allocator count only it); the test process is the flooding peer.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{IoSlice, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use procsync::schema::{MountSourceKind, SyncMessage};
-use procsync::transport::{SyncSocket, TransportError, ENV_SYNC_FD};
+use procsync::transport::{SyncSocket, TransportError};
 use procsync::wire::{native, Limits};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-
-/// Counts live heap bytes and their peak.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = LIVE.fetch_add(by, Ordering::SeqCst) + by;
-    PEAK.fetch_max(now, Ordering::SeqCst);
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size >= layout.size() {
-            grew(new_size - layout.size());
-        } else {
-            LIVE.fetch_sub(layout.size() - new_size, Ordering::SeqCst);
-        }
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use support::fd_count;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: support::alloc::Counting = support::alloc::Counting;
 
 /// Runs `f`; returns its result and how far live heap bytes rose above
 /// where they were when it started.
 fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let base = LIVE.load(Ordering::SeqCst);
-    PEAK.store(base, Ordering::SeqCst);
-    let r = f();
-    (r, PEAK.load(Ordering::SeqCst).saturating_sub(base))
+    let (r, cost) = support::alloc::measure(f);
+    (r, cost.peak)
 }
 
-const ROLE_VAR: &str = "PROCSYNC_LIMITS_ROLE";
 /// The receiver's `RLIMIT_NOFILE`.
 const NOFILE: usize = 32;
 /// Fd slots the receiver leaves free (it fills the rest with /dev/null).
@@ -232,19 +197,11 @@ fn dense_record(which: Dense) -> Vec<u8> {
     build(lo)
 }
 
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 /// Not a test: the entry point of the receiver process.
 #[test]
 #[ignore = "entry point of the receiver process the other test spawns"]
 fn limits_peer_entry() {
-    if std::env::var(ROLE_VAR).is_err() {
-        return;
-    }
-    let code = receiver();
-    std::process::exit(code);
+    support::peer::run(|_| receiver());
 }
 
 fn say(line: impl std::fmt::Display) {
@@ -329,19 +286,7 @@ fn raw_send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
 fn a_flooding_peer_cannot_exhaust_the_receivers_fds_or_memory() {
     let fds_before = fd_count();
     let (mut mine, theirs) = SyncSocket::pair().unwrap();
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "limits_peer_entry",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(ROLE_VAR, "receiver")
-    .env_remove(ENV_SYNC_FD)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped());
+    let mut cmd = support::peer::entry_command("limits_peer_entry", "receiver");
     theirs.pass_to_child(&mut cmd).unwrap();
     let mut p = cmd.spawn().unwrap();
     drop(theirs);
@@ -369,18 +314,8 @@ fn a_flooding_peer_cannot_exhaust_the_receivers_fds_or_memory() {
         }
     }
 
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = p.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = p.kill();
-            let _ = p.wait();
-            panic!("the receiver hangs");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = support::proc::wait_bounded(&mut p, Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("the receiver hangs"));
     let mut out = String::new();
     p.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     assert!(status.success(), "receiver {status:?}: {out}");

@@ -3,40 +3,20 @@
 //! counting global allocator (one test in this binary, so no other thread
 //! allocates while it counts).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod support;
+
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use procsync::schema::MessageType as T;
 use procsync::state::{Flow, Machine, Role};
 
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: support::alloc::Counting = support::alloc::Counting;
 
 #[test]
 fn conversation_and_rejections_do_not_allocate() {
     let mut text = String::with_capacity(512);
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = support::alloc::calls();
 
     let mut parent = Machine::new(Role::Parent, Flow::Init);
     let mut child = Machine::new(Role::Child, Flow::Init);
@@ -72,7 +52,7 @@ fn conversation_and_rejections_do_not_allocate() {
     write!(text, "{e}").unwrap();
     child.on_close();
 
-    let allocs = ALLOCS.load(Ordering::SeqCst) - before;
+    let allocs = support::alloc::calls() - before;
     assert_eq!(allocs, 0, "the state machine allocated; last error: {text}");
     assert!(text.contains("child closed without Ready"));
 }

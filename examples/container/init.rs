@@ -49,7 +49,7 @@ pub fn run(opts: &Options, t0: u64) -> Res<()> {
                 Some(SessionError::Remote { .. })
             );
             if !remote {
-                let _ = child.fail(format!("init: {e}"));
+                let _ = child.fail(format!("init: {}", super::chain(&*e)));
             }
             Err(e)
         }

@@ -36,6 +36,7 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
     let bundle = Bundle::load(&opts.bundle)?;
     let flags = clone_flags(&bundle)?;
     header(&bundle);
+    let fds_before = open_fds()?;
 
     let exe = procsync::rustix::fs::open(
         "/proc/self/exe",
@@ -104,6 +105,9 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
     drop(parent);
     let served = std::mem::take(&mut handler.served);
     drop(service);
+    // No more user namespaces to make: stop the pre-spawned helpers the
+    // id-mapped sources started (they hold a pidfd each).
+    procsync::runtime::userns::drain();
     for p in bundle.served() {
         if !served.contains(&p.request) {
             out!(
@@ -131,7 +135,12 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
         }
     };
     let status = wait_exit(&spawned.pidfd, !started)?;
+    drop(spawned);
     out!("parent:   container exited: {status}");
+    out!(
+        "parent:   open fds: {fds_before} before the start, {} after",
+        open_fds()?
+    );
     if opts.timings {
         parent_timings(t0, t_clone, t_maps, t_service, &events);
     }
@@ -139,6 +148,14 @@ pub fn run(opts: &Options) -> Res<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::from(status.code()))
+}
+
+/// How many fds this process has open (`/proc/self/fd`, minus the one
+/// reading it): the parent must end with what it started with.
+fn open_fds() -> Res<usize> {
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .count()
+        .saturating_sub(1))
 }
 
 /// What the parent prints before it starts.

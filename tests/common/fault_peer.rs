@@ -1,5 +1,5 @@
 //! The peer processes of `tests/fault_matrix.rs`: the test binary
-//! re-executed with `PROCSYNC_FAULT_ROLE` set, running the ignored
+//! re-executed as a peer (`support::peer`), running the ignored
 //! `fault_peer_entry` test.
 //!
 //! * `child` — a scripted child that speaks the init flow correctly at the
@@ -19,15 +19,15 @@
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::{Command, Stdio};
+
+pub use crate::support::fd_count;
 use std::time::{Duration, Instant};
 
 use procsync::schema::{MessageType, Mount, MountSourceKind, SyncMessage};
 use procsync::session::{Child, SeccompHandoff, SessionError};
 use procsync::state::Flow;
-use procsync::transport::{SyncSocket, TransportError, ENV_SYNC_FD};
+use procsync::transport::{SyncSocket, TransportError};
 
-/// The env var that turns the re-executed test binary into a fault peer.
-pub const ROLE_VAR: &str = "PROCSYNC_FAULT_ROLE";
 /// Where the peer dies or stops: `before:MountPlease`, `after:Run`, ...
 pub const POINT_VAR: &str = "PROCSYNC_FAULT_POINT";
 /// What happens at the point: `kill`, `stop` or `holder-kill`.
@@ -178,20 +178,7 @@ pub fn the_mount() -> Mount {
 
 /// A command re-running this test binary as a fault peer playing `role`.
 pub fn fault_command(role: &str) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "fault_peer_entry",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(ROLE_VAR, role)
-    .env_remove(ENV_SYNC_FD)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped());
-    cmd
+    crate::support::peer::entry_command("fault_peer_entry", role)
 }
 
 /// Waits until `fd` is readable (a record, end-of-file, or — for a pidfd —
@@ -222,11 +209,6 @@ pub fn pidfd(pid: u32) -> OwnedFd {
         rustix::process::PidfdFlags::empty(),
     )
     .unwrap()
-}
-
-/// Entries in /proc/self/fd.
-pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 fn result(line: impl std::fmt::Display) {
@@ -274,10 +256,7 @@ fn spawn_holder(sock: &SyncSocket) {
 
 /// The entry point of a re-executed fault peer.
 pub fn fault_peer_main() {
-    let Ok(role) = std::env::var(ROLE_VAR) else {
-        return;
-    };
-    let code = match role.as_str() {
+    crate::support::peer::run(|role| match role {
         "child" => scripted_child(),
         "parent" => scripted_parent(),
         "session-child" => session_child(),
@@ -292,8 +271,7 @@ pub fn fault_peer_main() {
             result(format!("unknown role {other}"));
             1
         }
-    };
-    std::process::exit(code);
+    });
 }
 
 /// A child speaking the init flow correctly, meeting its fate at the point.

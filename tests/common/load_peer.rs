@@ -1,5 +1,5 @@
-//! The child processes of `tests/load.rs`: the test binary re-executed with
-//! `PROCSYNC_LOAD_ROLE` set, running the ignored `load_peer_entry` test.
+//! The child processes of `tests/load.rs`: the test binary re-executed as a
+//! peer (`support::peer`), running the ignored `load_peer_entry` test.
 //! Each runs many init conversations over one sync socket (a fresh state
 //! machine per conversation), asking for mount fds whose source and
 //! destination carry a sequence number, and checks every reply.
@@ -8,15 +8,15 @@
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::process::Child as Process;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use procsync::schema::{MessageType, Mount, MountSourceKind, SyncMessage};
 use procsync::state::{Flow, Machine, Role};
-use procsync::transport::{SyncSocket, TransportError, ENV_SYNC_FD};
+use procsync::transport::{SyncSocket, TransportError};
 
-/// The env var that turns the re-executed test binary into a load child.
-pub const ROLE_VAR: &str = "PROCSYNC_LOAD_ROLE";
+use crate::support::{self, fd_count};
+
 /// `<pair>:<conversations>:<mounts per conversation>`.
 pub const PLAN_VAR: &str = "PROCSYNC_LOAD_PLAN";
 
@@ -40,41 +40,24 @@ pub fn seq_of(destination: &str) -> Option<u64> {
 
 /// A command re-running this test binary as a load child.
 pub fn load_command(pair: usize, conversations: u64, mounts: u64) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "load_peer_entry",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(ROLE_VAR, "child")
-    .env(PLAN_VAR, format!("{pair}:{conversations}:{mounts}"))
-    .env_remove(ENV_SYNC_FD)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped());
+    let mut cmd = support::peer::entry_command("load_peer_entry", "child");
+    cmd.env(PLAN_VAR, format!("{pair}:{conversations}:{mounts}"));
     cmd
-}
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 /// The entry point of a re-executed load child: prints
 /// `RESULT ok ...` or `RESULT FAILED ...` and exits 0 or 1.
 pub fn load_peer_main() {
-    if std::env::var(ROLE_VAR).is_err() {
-        return;
-    }
-    let (code, line) = match run_child() {
-        Ok(line) => (0, line),
-        Err(e) => (1, format!("FAILED {e}")),
-    };
-    let mut o = std::io::stdout().lock();
-    let _ = writeln!(o, "RESULT {line}");
-    let _ = o.flush();
-    std::process::exit(code);
+    support::peer::run(|_| {
+        let (code, line) = match run_child() {
+            Ok(line) => (0, line),
+            Err(e) => (1, format!("FAILED {e}")),
+        };
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "RESULT {line}");
+        let _ = o.flush();
+        code
+    });
 }
 
 fn run_child() -> Result<String, String> {
@@ -268,17 +251,8 @@ pub fn run(pairs: usize, conversations: u64, mounts: u64) -> Run {
 /// `RESULT` line.
 pub fn finish(mut c: Process) -> (std::process::ExitStatus, String) {
     use std::io::Read;
-    let t = Instant::now();
-    let status = loop {
-        if let Some(st) = c.try_wait().unwrap() {
-            break st;
-        }
-        if t.elapsed() > Duration::from_secs(30) {
-            let _ = c.kill();
-            break c.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let status =
+        support::proc::wait_bounded(&mut c, Duration::from_secs(30)).unwrap_or_else(|st| st);
     let mut out = String::new();
     c.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     let line = out

@@ -1,14 +1,17 @@
-//! Shared helpers for the transport tests: a peer process (the test binary
-//! re-executed with `PROCSYNC_TEST_ROLE` set, running the ignored
-//! `peer_entry` test), raw senders that break the protocol on purpose, and
-//! fd counting.
-#![allow(dead_code)]
+//! Shared helpers for the transport and session tests: a peer process (the
+//! test binary re-executed by `support::peer`, running the ignored
+//! `peer_entry` test) and raw senders that break the protocol on purpose.
+//! Fd counting, the serialising lock and bounded waits come from
+//! `tests/support`, re-exported here.
+#![allow(dead_code, unused_imports)]
+
+#[path = "../support/mod.rs"]
+pub mod support;
 
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -16,69 +19,14 @@ use procsync::schema::{MountSourceKind, SyncMessage};
 use procsync::transport::{SyncSocket, TransportError, ENV_SYNC_FD};
 use procsync::wire::{native, Limits};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-
-/// The env var that turns the re-executed test binary into a peer.
-pub const ROLE_VAR: &str = "PROCSYNC_TEST_ROLE";
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Serializes the tests of this binary: fd counts and spawned children must
-/// not see each other's fds.
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Entries in /proc/self/fd (the directory's own fd included, consistently).
-pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-/// The fd numbers open in this process, without the listing's own fd
-/// (closed once the listing is done, so its /proc link is gone).
-pub fn open_fds() -> Vec<i32> {
-    let names: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    let mut fds: Vec<i32> = names
-        .into_iter()
-        .filter(|n| std::fs::read_link(format!("/proc/self/fd/{n}")).is_ok())
-        .collect();
-    fds.sort_unstable();
-    fds
-}
-
-/// The fds of this process that any child inherits (not close-on-exec,
-/// per /proc/self/fdinfo): whatever the test runner itself was started with.
-pub fn inheritable_fds() -> Vec<i32> {
-    open_fds()
-        .into_iter()
-        .filter(|n| {
-            let info =
-                std::fs::read_to_string(format!("/proc/self/fdinfo/{n}")).unwrap_or_default();
-            info.lines()
-                .find_map(|l| l.strip_prefix("flags:"))
-                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
-                .is_some_and(|flags| flags & libc::O_CLOEXEC as u32 == 0)
-        })
-        .collect()
-}
+pub use support::fds::{inheritable_fds, open_fds};
+pub use support::peer::ROLE_VAR;
+pub use support::{fd_count, serial};
 
 /// A command that re-runs this test binary as a peer playing `role`.
 pub fn peer_command(role: &str) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "peer_entry",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(ROLE_VAR, role)
-    .env_remove(ENV_SYNC_FD)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
+    let mut cmd = support::peer::entry_command("peer_entry", role);
+    cmd.stdout(Stdio::null());
     cmd
 }
 
@@ -94,16 +42,8 @@ pub fn spawn_peer(role: &str) -> (Child, SyncSocket) {
 }
 
 /// Waits for `child` (at most 20 s, then kills it) and says whether it exited 0.
-pub fn reap(mut child: Child) -> bool {
-    for _ in 0..2000 {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st.success();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    false
+pub fn reap(child: Child) -> bool {
+    support::proc::reap(child, Duration::from_secs(20))
 }
 
 /// Sends `bytes` with `fds` as one raw record, bypassing every check.
@@ -127,10 +67,7 @@ pub fn encoded(msg: &SyncMessage, with_fd: bool) -> Vec<u8> {
 
 /// The entry point of a re-executed peer (see `peer_entry` in the test file).
 pub fn peer_main() {
-    let Ok(role) = std::env::var(ROLE_VAR) else {
-        return;
-    };
-    let code = match role.as_str() {
+    support::peer::run(|role| match role {
         "from-env" => {
             // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
             let r = unsafe { SyncSocket::from_env() };
@@ -178,10 +115,9 @@ pub fn peer_main() {
         _ => {
             // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
             let sock = unsafe { SyncSocket::from_env() }.expect("peer: from_env");
-            peer_role(&role, sock)
+            peer_role(role, sock)
         }
-    };
-    std::process::exit(code);
+    });
 }
 
 fn peer_role(role: &str, mut sock: SyncSocket) -> i32 {

@@ -1,5 +1,5 @@
 //! The peer processes of `tests/session.rs`: the test binary re-executed
-//! with `PROCSYNC_SESSION_ROLE` set, running the ignored
+//! as a peer (`support::peer`), running the ignored
 //! `session_peer_entry` test. Child roles drive a real `Child` session (or
 //! break the protocol on purpose with a bare `SyncSocket`); parent roles
 //! play a parent that dies. Each prints `RESULT ...` lines on stdout and
@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use procsync::schema::{Mount, MountSourceKind, SyncMessage};
 use procsync::session::{Child, SeccompHandoff, SessionError};
 use procsync::state::Flow;
-use procsync::transport::{SyncSocket, ENV_SYNC_FD};
+use procsync::transport::SyncSocket;
 
-/// The env var that turns the re-executed test binary into a session peer.
-pub const ROLE_VAR: &str = "PROCSYNC_SESSION_ROLE";
+use crate::common::support;
 /// Colon-separated host directories the child asks to mount.
 pub const DIRS_VAR: &str = "PROCSYNC_SESSION_DIRS";
 
@@ -39,20 +38,7 @@ pub const MEMFD_TEXT: &[u8] = b"seccomp notify stand-in";
 
 /// A command re-running this test binary as a session peer playing `role`.
 pub fn session_command(role: &str) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "session_peer_entry",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(ROLE_VAR, role)
-    .env_remove(ENV_SYNC_FD)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped());
-    cmd
+    support::peer::entry_command("session_peer_entry", role)
 }
 
 /// Spawns a session peer playing `role` (with `env` set) on the other end
@@ -71,18 +57,8 @@ pub fn spawn_session_peer(role: &str, env: &[(&str, String)]) -> (Process, SyncS
 
 /// Waits for `p` (at most 20 s, then kills it); its exit status and stdout.
 pub fn finish(mut p: Process) -> (bool, String) {
-    let start = Instant::now();
-    let ok = loop {
-        if let Some(st) = p.try_wait().unwrap() {
-            break st.success();
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = p.kill();
-            let _ = p.wait();
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let ok =
+        support::proc::wait_bounded(&mut p, Duration::from_secs(20)).is_ok_and(|st| st.success());
     let mut out = String::new();
     if let Some(mut so) = p.stdout.take() {
         use std::io::Read;
@@ -115,17 +91,13 @@ fn same_as_dir(source: &procsync::session::MountSource, dir: &str) -> bool {
 
 /// The entry point of a re-executed session peer.
 pub fn session_peer_main() {
-    let Ok(role) = std::env::var(ROLE_VAR) else {
-        return;
-    };
-    let code = match run_role(&role) {
+    support::peer::run(|role| match run_role(role) {
         Ok(()) => 0,
         Err(e) => {
             result(format!("FAILED {e}"));
             1
         }
-    };
-    std::process::exit(code);
+    });
 }
 
 type R = Result<(), String>;

@@ -13,6 +13,7 @@
 mod checks;
 #[path = "support/package.rs"]
 mod package;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -227,13 +228,12 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// record_fds counts the process's open fds: nothing else in this binary
-/// may open files while it runs.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+// record_fds counts the process's open fds: nothing else in this binary
+// may open files while it runs (each test holds `support::serial()`).
 
 #[test]
 fn seed_corpus_is_current() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = support::serial();
     if package::not_shipped("fuzz", "comparing fuzz/corpus with the seeds") {
         return;
     }
@@ -270,7 +270,7 @@ fn seed_corpus_is_current() {
 
 #[test]
 fn replay_corpus_and_regressions() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = support::serial();
     if package::not_shipped("fuzz", "replaying fuzz/corpus and fuzz/regressions") {
         for (target, check) in targets() {
             let seeds = seeds(target);
@@ -349,7 +349,7 @@ fn control_model_matches_transport_vectors() {
 /// closes: the control_messages seeds with it count fds).
 #[test]
 fn so_passpidfd_matches_the_headers() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = support::serial();
     assert_eq!(checks::cmsg::SO_PASSPIDFD, 76);
     let header = "/usr/include/asm-generic/socket.h";
     let text = std::fs::read_to_string(header).unwrap_or_default();

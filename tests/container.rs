@@ -10,15 +10,16 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[macro_use]
 #[path = "../examples/common/mod.rs"]
 mod common;
 #[path = "../examples/container/mod.rs"]
 mod container;
+mod support;
 
-const ROLE: &str = "PROCSYNC_CONTAINER_TEST_ROLE";
+use support::peer::ROLE_VAR as ROLE;
 
 /// How long one container start may take before the test kills it.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -209,14 +210,9 @@ fn start(bundle: &Bundle, flags: &[&str]) -> Run {
         let _ = std::io::Read::read_to_string(&mut err, &mut s);
         s
     });
-    let since = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        if since.elapsed() > LIMIT {
-            let _ = child.kill();
-            let st = child.wait().expect("wait");
+    let status = match support::proc::wait_bounded(&mut child, LIMIT) {
+        Ok(st) => st,
+        Err(st) => {
             let run = Run {
                 code: st.code(),
                 stdout: out_t.join().unwrap_or_default(),
@@ -224,7 +220,6 @@ fn start(bundle: &Bundle, flags: &[&str]) -> Run {
             };
             panic!("the runtime hung for {LIMIT:?}:\n{}", run.show());
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
     let run = Run {
         code: status.code(),

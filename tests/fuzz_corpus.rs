@@ -13,6 +13,7 @@
 mod checks;
 #[path = "support/package.rs"]
 mod package;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ fn targets() -> Vec<(&'static str, Check)> {
         ("frame_decode", checks::frame_decode as Check),
         ("state_machine", checks::state_machine as Check),
         ("record_fds", checks::record_fds as Check),
+        ("control_messages", checks::control_messages as Check),
         #[cfg(feature = "runc-compat")]
         ("runc_decode", checks::runc_decode as Check),
     ]
@@ -57,6 +59,9 @@ fn seeds(target: &str) -> BTreeMap<String, Vec<u8>> {
     #[cfg(feature = "runc-compat")]
     if target == "runc_decode" {
         runc_seeds(&mut out);
+    }
+    if target == "control_messages" {
+        control_seeds(&mut out);
     }
     if target == "state_machine" {
         // Conversations in the grammar's tokens (see checks::grammar), as
@@ -161,6 +166,56 @@ fn runc_seeds(out: &mut BTreeMap<String, Vec<u8>>) {
     }
 }
 
+/// control_messages seeds: each vector of tests/vectors/transport.json in
+/// the target's layout (`checks::cmsg::parse`): receive with a deadline,
+/// the fds in one `SCM_RIGHTS` message, a `max_record` as the small limit
+/// (16 + 4 × byte 3), a `record_repeat` of 70000 bytes as size mode 3.
+fn control_seeds(out: &mut BTreeMap<String, Vec<u8>>) {
+    let text =
+        std::fs::read_to_string(Path::new(ROOT).join("tests/vectors/transport.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for c in v["vectors"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let mut b0 = 0u8;
+        for o in c["receiver_options"].as_array().into_iter().flatten() {
+            b0 |= match o.as_str().unwrap() {
+                "SO_PASSCRED" => 1,
+                "SO_PASSPIDFD" => 2,
+                "SO_PASSSEC" => 4,
+                "SO_TIMESTAMP" => 1 << 3,
+                other => panic!("{name}: unknown option {other}"),
+            };
+        }
+        if c["sender_credentials"].as_bool() == Some(true) {
+            b0 |= 0x20;
+        }
+        let fds = c["fds"].as_u64().unwrap();
+        assert!(fds <= 64, "{name}: at most 64 fds");
+        let mut b2 = 0u8;
+        let mut b3 = 0u8;
+        if let Some(m) = c["max_record"].as_u64() {
+            assert!(
+                m >= 16 && (m - 16) % 4 == 0 && (m - 16) / 4 < 256,
+                "{name}: max_record"
+            );
+            b2 |= 0x10;
+            b3 = ((m - 16) / 4) as u8;
+        }
+        let mut record = hex_decode(c["record"].as_str().unwrap());
+        if let Some(r) = c.get("record_repeat") {
+            assert_eq!(
+                r["count"], 70000,
+                "{name}: only 70000-byte repeats fit the layout"
+            );
+            b2 |= 3 << 5;
+            record = hex_decode(r["hex"].as_str().unwrap());
+        }
+        let mut input = vec![b0, fds as u8, b2, b3];
+        input.extend(record);
+        out.insert(format!("seed-{name}"), input);
+    }
+}
+
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
@@ -173,13 +228,12 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// record_fds counts the process's open fds: nothing else in this binary
-/// may open files while it runs.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+// record_fds counts the process's open fds: nothing else in this binary
+// may open files while it runs (each test holds `support::serial()`).
 
 #[test]
 fn seed_corpus_is_current() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = support::serial();
     if package::not_shipped("fuzz", "comparing fuzz/corpus with the seeds") {
         return;
     }
@@ -216,7 +270,7 @@ fn seed_corpus_is_current() {
 
 #[test]
 fn replay_corpus_and_regressions() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = support::serial();
     if package::not_shipped("fuzz", "replaying fuzz/corpus and fuzz/regressions") {
         for (target, check) in targets() {
             let seeds = seeds(target);
@@ -247,5 +301,70 @@ fn replay_corpus_and_regressions() {
             "{target}: corpus missing ({n} inputs)"
         );
         println!("{target}: replayed {n} inputs");
+    }
+}
+
+/// The control_messages model agrees with the golden transport vectors:
+/// for every vector, `checks::cmsg::expect` on its seed gives the vector's
+/// expected message or error kind and origin (the model is independent of
+/// procsync's transport; the vectors are the contract).
+#[test]
+fn control_model_matches_transport_vectors() {
+    use checks::cmsg::{expect, parse, Expect};
+    let text =
+        std::fs::read_to_string(Path::new(ROOT).join("tests/vectors/transport.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut seeds = BTreeMap::new();
+    control_seeds(&mut seeds);
+    for c in v["vectors"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let case = parse(&seeds[&format!("seed-{name}")]).unwrap();
+        // Without a labelling security module (SO_PASSSEC adds nothing) and
+        // on a kernel with SO_PASSPIDFD, as the vectors assume.
+        match (expect(&case, None, true), c["expect"].get("error")) {
+            (Expect::Message(m), None) => {
+                assert_eq!(m.has_fd(), c["fds_kept"] == 1, "{name}");
+            }
+            (Expect::Error(kind, origin), Some(e)) => {
+                assert_eq!(kind, e["kind"], "{name}");
+                assert_eq!(origin, e["origin"], "{name}");
+            }
+            (got, _) => panic!("{name}: model says {got:?}, vector {}", c["expect"]),
+        }
+    }
+    assert_eq!(
+        checks::cmsg::control_buffer() as u64,
+        if cfg!(target_pointer_width = "64") {
+            96
+        } else {
+            60
+        },
+    );
+    assert_eq!(v["control_buffer"]["fds"], 5);
+}
+
+/// `SO_PASSPIDFD` comes from `libc`: check it against the installed kernel
+/// headers when they are new enough to define it (Linux 6.5), and against
+/// the kernel itself (a receiver with it set gets a pidfd, which procsync
+/// closes: the control_messages seeds with it count fds).
+#[test]
+fn so_passpidfd_matches_the_headers() {
+    let _g = support::serial();
+    assert_eq!(checks::cmsg::SO_PASSPIDFD, 76);
+    let header = "/usr/include/asm-generic/socket.h";
+    let text = std::fs::read_to_string(header).unwrap_or_default();
+    let defined = text.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next() == Some("#define") && w.next() == Some("SO_PASSPIDFD"))
+            .then(|| w.next().unwrap().parse::<i32>().unwrap())
+    });
+    match defined {
+        Some(n) => assert_eq!(n, checks::cmsg::SO_PASSPIDFD, "{header}"),
+        None => println!(
+            "SKIP header check: {header} does not define SO_PASSPIDFD (headers before Linux 6.5)"
+        ),
+    }
+    if !checks::cmsg::pidfd_supported() {
+        println!("SKIP kernel check: this kernel refuses SO_PASSPIDFD (before Linux 6.5)");
     }
 }

@@ -15,10 +15,11 @@
 //! (`ROLE=middle`), which spawns the grandchild (`ROLE=peer`), prints its
 //! pid and exits. No privilege needed.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use procsync::schema::Mount;
@@ -26,26 +27,18 @@ use procsync::session::{Child, HandlerError, Parent, ParentHandler, SeccompFd, S
 use procsync::state::Flow;
 use procsync::transport::SyncSocket;
 
-const ROLE: &str = "PROCSYNC_GRANDCHILD_ROLE";
+use support::fd_count;
+use support::peer::ROLE_VAR as ROLE;
 const PEER_KIND: &str = "PROCSYNC_GRANDCHILD_PEER";
 /// What the grandchild writes into the pipe whose read end it hands over as
 /// its "seccomp fd", so the parent can tell whose fd it copied.
 const MARK: &[u8] = b"grandchild's fd";
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 /// Not a test: the entry point of the processes the tests spawn.
 #[test]
 #[ignore = "entry point of the processes the other tests spawn"]
 fn grandchild_entry() {
-    let Ok(role) = std::env::var(ROLE) else {
-        return;
-    };
-    let code = match role.as_str() {
+    support::peer::run(|role| match role {
         "middle" => middle(),
         "peer" => peer(),
         "holder" => {
@@ -54,8 +47,7 @@ fn grandchild_entry() {
             0
         }
         _ => 2,
-    };
-    std::process::exit(code);
+    });
 }
 
 fn respawn(role: &str) -> Command {
@@ -147,7 +139,7 @@ fn parent_follows_the_grandchild_not_the_process_it_spawned() {
     if std::env::var_os(ROLE).is_some() {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = support::serial();
     let fds0 = fd_count();
     {
         let (sock, child_end) = SyncSocket::pair().unwrap();
@@ -177,7 +169,7 @@ fn grandchild_death_ends_the_wait_while_a_descendant_holds_the_socket() {
     if std::env::var_os(ROLE).is_some() {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = support::serial();
     let fds0 = fd_count();
     {
         let (sock, child_end) = SyncSocket::pair().unwrap();

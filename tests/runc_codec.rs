@@ -488,6 +488,7 @@ fn errors_name_the_message_type() {
 }
 
 mod go_build;
+mod support;
 
 mod props {
     use super::*;
@@ -601,12 +602,8 @@ mod interop {
     use std::os::fd::AsRawFd;
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::OnceLock;
     use std::time::Duration;
-
-    /// Serializes the tests that hand a non-CLOEXEC fd to a child process,
-    /// so no other spawned process inherits it.
-    static SPAWN: Mutex<()> = Mutex::new(());
 
     fn peer() -> Option<&'static Path> {
         static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
@@ -765,7 +762,9 @@ mod interop {
         if peer().is_none() {
             return;
         }
-        let _g = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        // Serialized: the test hands a non-CLOEXEC fd to a child process, so no
+        // other spawned process may inherit it.
+        let _g = crate::support::serial();
         let (d1, d2) = (tempdir("a"), tempdir("b"));
         for shape in ["v1.2", "v1.4"] {
             let mut args = vec!["child", "-mode", "init", "-shape", shape];
@@ -808,7 +807,9 @@ mod interop {
         if peer().is_none() {
             return;
         }
-        let _g = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        // Serialized: the test hands a non-CLOEXEC fd to a child process, so no
+        // other spawned process may inherit it.
+        let _g = crate::support::serial();
         let limits = Limits::default();
         let dir = tempdir("c");
         let (sock, parent) = spawn(&["parent"]);
@@ -862,7 +863,9 @@ mod interop {
         if peer().is_none() {
             return;
         }
-        let _g = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        // Serialized: the test hands a non-CLOEXEC fd to a child process, so no
+        // other spawned process may inherit it.
+        let _g = crate::support::serial();
         let limits = Limits::default();
         // Go child -> procsync parent.
         let (sock, child) = spawn(&[

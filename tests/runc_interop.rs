@@ -21,10 +21,11 @@
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 mod go_build;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use procsync::schema::{MessageType, Mount, MountSourceKind, SeccompTransfer, SyncMessage};
@@ -40,17 +41,7 @@ use procsync::wire::{ErrorKind, ValidationError};
 const SHAPES: [MountShape; 2] = [MountShape::V1_2, MountShape::V1_4];
 const WAIT: Duration = Duration::from_secs(10);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Serializes the tests: fd counts and spawned children must not see each
-/// other's fds.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+use support::{fd_count, serial};
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()

@@ -5,9 +5,10 @@
 //! which runs the same wire against the Go peer across processes.)
 #![cfg(feature = "runc-compat")]
 
+mod support;
+
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use procsync::schema::{MessageType, Mount, MountSourceKind, SyncMessage};
@@ -18,16 +19,7 @@ use procsync::wire::{ErrorKind, ValidationError};
 const SHAPES: [MountShape; 2] = [MountShape::V1_2, MountShape::V1_4];
 const WAIT: Duration = Duration::from_secs(10);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Serializes the tests: fd counts must not see each other's fds.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+use support::{fd_count, serial};
 
 fn deadline() -> Option<Instant> {
     Some(Instant::now() + WAIT)

@@ -7,11 +7,13 @@
 //!
 //! Root-only cases skip with a printed reason when not root.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use procsync::runtime::{attach, MountFdService, UsernsCache};
@@ -20,20 +22,12 @@ use procsync::session::{Child, Parent, SessionError};
 use procsync::state::Flow;
 use procsync::transport::{SyncSocket, ENV_SYNC_FD};
 
-const ROLE: &str = "PROCSYNC_RUNTIME_SESSION_ROLE";
 const DIRS: &str = "PROCSYNC_RUNTIME_SESSION_DIRS";
 /// The host uid the id-mapped mount maps on-disk uid 0 to.
 const SHIFT: u32 = 100_000;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+use support::peer::ROLE_VAR as ROLE;
+use support::{fd_count, serial};
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -82,17 +76,13 @@ impl Drop for Tree {
 #[test]
 #[ignore = "entry point of the child processes the other tests spawn"]
 fn runtime_child_entry() {
-    let Ok(role) = std::env::var(ROLE) else {
-        return;
-    };
-    let code = match child_main(&role) {
+    support::peer::run(|role| match child_main(role) {
         Ok(()) => 0,
         Err(e) => {
             println!("child-error {e}");
             1
         }
-    };
-    std::process::exit(code);
+    });
 }
 
 fn child_main(role: &str) -> Result<(), Box<dyn std::error::Error>> {

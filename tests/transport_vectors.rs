@@ -7,10 +7,11 @@
 //! that arrived still open; a Ready record sent next must arrive intact.
 //! The Go package runs the same file.
 
+mod support;
+
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -24,16 +25,7 @@ use procsync::wire::Limits;
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/transport.json");
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// fd counts must not see another test's fds.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+use support::{fd_count, serial};
 
 fn load() -> Value {
     serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).expect("valid JSON")

@@ -1,7 +1,10 @@
 //! Pieces shared by the benchmarks: the pinned two-process round-trip rig
 //! (`transport`, `runc_transport`) and runc's way of making a user namespace
 //! (`userns`, `mountfd`). Each bench uses a subset.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -12,8 +15,9 @@ use std::time::Instant;
 use procsync::schema::{Mount, MountSourceKind, SyncMessage};
 use procsync::transport::SyncSocket;
 
-/// Set in the re-executed bench binary: which peer it plays.
-pub const PEER_VAR: &str = "PROCSYNC_BENCH_PEER";
+/// Set in the re-executed bench binary: which peer it plays (the tests'
+/// one role variable, `support::peer::ROLE_VAR`).
+pub use support::peer::ROLE_VAR as PEER_VAR;
 /// Set in the re-executed bench binary: the CPU to pin itself to.
 pub const CPU_VAR: &str = "PROCSYNC_BENCH_CPU";
 /// The mount source of the benchmarked request (a realistic length).
@@ -61,10 +65,8 @@ pub struct Peer {
 impl Peer {
     pub fn spawn(mode: &str, cpu: usize) -> Peer {
         let (sock, theirs) = SyncSocket::pair().unwrap();
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.env(PEER_VAR, mode)
-            .env(CPU_VAR, cpu.to_string())
-            .stdin(Stdio::null());
+        let mut cmd = support::peer::command(mode);
+        cmd.env(CPU_VAR, cpu.to_string()).stdout(Stdio::inherit());
         theirs.pass_to_child(&mut cmd).unwrap();
         let child = cmd.spawn().unwrap();
         drop(theirs);

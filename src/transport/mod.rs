@@ -753,8 +753,7 @@ impl SyncSocket {
                 .recv_runc(Attempt::Until(deadline))
                 .and_then(|r| r.ok_or(TransportError::WouldBlock));
         }
-        self.recv_native(Attempt::Until(deadline))
-            .and_then(|r| r.ok_or(TransportError::WouldBlock))
+        self.recv_native_record(Attempt::Until(deadline))
     }
 
     /// One attempt to receive a message without waiting: `Ok(None)` when no
@@ -775,15 +774,25 @@ impl SyncSocket {
     }
 
     // (A bounded receive never returns `Ok(None)`: it waits instead. The
-    // `ok_or` above only avoids a panic path.)
+    // `WouldBlock` in its place only avoids a panic path.)
     fn recv_native(&mut self, attempt: Attempt) -> Result<Option<Received>, TransportError> {
+        match self.recv_native_record(attempt) {
+            Ok(rec) => Ok(Some(rec)),
+            Err(TransportError::WouldBlock) if matches!(attempt, Attempt::Once) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One native message; `WouldBlock` when a single attempt found none.
+    /// The message is built straight into the result (no re-wrapping on
+    /// the blocking path: `Received` is large, and each move is a copy).
+    fn recv_native_record(&mut self, attempt: Attempt) -> Result<Received, TransportError> {
         let mut buf = std::mem::take(&mut self.recv_buf);
         // Room for SPARE_FDS extra fds so the codec reports the real count
         // (naming the message type) instead of a bare control truncation.
-        let rec = recv_raw(self.io(), &mut buf, MAX_FDS_PER_RECORD, attempt);
-        let out = match rec {
-            Ok(Some(rec)) => decode_received(&buf[..rec.len], rec.fds, &self.limits).map(Some),
-            Ok(None) => Ok(None),
+        let out = match recv_raw(self.io(), &mut buf, MAX_FDS_PER_RECORD, attempt) {
+            Ok(Some(rec)) => decode_received(&buf[..rec.len], rec.fds, &self.limits),
+            Ok(None) => Err(TransportError::WouldBlock),
             Err(e) => Err(e),
         };
         self.recv_buf = buf;

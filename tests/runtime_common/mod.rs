@@ -1,15 +1,17 @@
 //! Shared helpers for the runtime integration tests: root check, a private
-//! mount namespace per test thread, scratch dirs, fd and child counting.
-#![allow(dead_code)]
+//! mount namespace per test thread, scratch dirs, fd counting once the
+//! helper pool is drained. Fd and child counting and the serialising lock
+//! (held by tests that count fds/children or use the global helper pool)
+//! come from `tests/support`, re-exported here.
+#![allow(dead_code, unused_imports)]
+
+#[path = "../support/mod.rs"]
+pub mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 
-/// Serializes tests that count fds/children or use the global helper pool.
-pub fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub use support::proc::children;
+pub use support::{fd_count, serial};
 
 /// True when root; otherwise prints why the test is skipped.
 pub fn root_or_skip(test: &str) -> bool {
@@ -106,28 +108,6 @@ pub fn owner(path: &Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(path).expect("stat");
     (m.uid(), m.gid())
-}
-
-/// Open fds of this process.
-pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .count()
-}
-
-/// Child processes of every thread of this process.
-pub fn children() -> Vec<u32> {
-    let mut v = Vec::new();
-    for t in std::fs::read_dir("/proc/self/task")
-        .expect("tasks")
-        .flatten()
-    {
-        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-            v.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-        }
-    }
-    v.sort_unstable();
-    v
 }
 
 /// Open fds once the userns helper pool is drained (pre-spawned helpers hold

@@ -452,3 +452,472 @@ pub fn runc_decode(data: &[u8]) {
         );
     }
 }
+
+/// The control-message receive path over real sockets (PROTOCOL.md §8).
+pub mod cmsg {
+    use std::io::IoSlice;
+    use std::mem::{size_of, MaybeUninit};
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+    use std::time::{Duration, Instant};
+
+    use procsync::schema::SyncMessage;
+    use procsync::transport::{Received, SyncSocket, TransportError};
+    use procsync::wire::{native, Limits};
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, UCred};
+
+    /// `SO_PASSPIDFD`, the socket option (76 in
+    /// `include/uapi/asm-generic/socket.h` since Linux 6.5), from `libc`.
+    /// The control message it produces is `SCM_PIDFD`, type 4.
+    pub const SO_PASSPIDFD: libc::c_int = libc::SO_PASSPIDFD;
+
+    /// Receiver socket options the input can set.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Options {
+        pub passcred: bool,
+        pub passpidfd: bool,
+        pub passsec: bool,
+        /// 0 none, 1 `SO_TIMESTAMP`, 2 `SO_TIMESTAMPNS`, 3 both (the kernel
+        /// then sends one timestamp, the kind of the option set last).
+        pub timestamp: u8,
+    }
+
+    /// How the receiver takes the record (all must agree).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Call {
+        /// `recv_deadline` with a deadline ahead (poll, then `MSG_DONTWAIT`).
+        Deadline,
+        /// `try_recv` (one non-blocking attempt).
+        Try,
+        /// `recv_deadline(None)` (blocking `recvmsg`).
+        Blocking,
+        /// `recv_deadline` with a deadline already past (§8: a queued record
+        /// is still taken).
+        Past,
+    }
+
+    /// One decoded input (layout in [`parse`]).
+    #[derive(Debug, Clone)]
+    pub struct Case {
+        pub opts: Options,
+        pub sender_creds: bool,
+        pub call: Call,
+        pub nfds: usize,
+        /// Into how many `SCM_RIGHTS` messages the sender splits the fds.
+        pub rights_msgs: usize,
+        pub peer_pidfd: bool,
+        pub max_record: Option<usize>,
+        pub record: Vec<u8>,
+    }
+
+    impl std::fmt::Display for Case {
+        /// The case without the whole record (its length and first bytes).
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let head = &self.record[..self.record.len().min(48)];
+            write!(
+                f,
+                "{:?}, sender credentials {}, {:?}, {} fds in {} SCM_RIGHTS, peer pidfd {}, max_record {:?}, {}-byte record {head:02x?}",
+                self.opts,
+                self.sender_creds,
+                self.call,
+                self.nfds,
+                self.rights_msgs,
+                self.peer_pidfd,
+                self.max_record,
+                self.record.len()
+            )
+        }
+    }
+
+    /// Input layout, four header bytes then the record:
+    ///
+    /// * byte 0: bit 0 `SO_PASSCRED`, bit 1 `SO_PASSPIDFD`, bit 2
+    ///   `SO_PASSSEC`, bits 3–4 timestamp option (none, `SO_TIMESTAMP`,
+    ///   `SO_TIMESTAMPNS`, both), bit 5 the sender attaches its own
+    ///   `SCM_CREDENTIALS`, bits 6–7 the receive call ([`Call`] in order);
+    /// * byte 1: number of fds the sender attaches, modulo 65 (0–64);
+    /// * byte 2: bits 0–2 into how many `SCM_RIGHTS` messages they are split
+    ///   (1–8, at most one per fd), bit 3 a peer pidfd registered on the
+    ///   receiver (our own process: never readable), bit 4 a small limit
+    ///   (`max_record` = 16 + 4 × byte 3), bits 5–6 the record's size:
+    ///   as given, padded (or cut) to the limit, to the limit + 1, or to
+    ///   70000 bytes (padding repeats the record, `0x55` for an empty one);
+    ///   bit 7 unused;
+    /// * byte 3: the small limit's parameter;
+    /// * the rest: the record.
+    pub fn parse(data: &[u8]) -> Option<Case> {
+        let (head, rest) = data.split_at_checked(4)?;
+        let (b0, b1, b2, b3) = (head[0], head[1], head[2], head[3]);
+        let opts = Options {
+            passcred: b0 & 1 != 0,
+            passpidfd: b0 & 2 != 0,
+            passsec: b0 & 4 != 0,
+            timestamp: (b0 >> 3) & 3,
+        };
+        let call = [Call::Deadline, Call::Try, Call::Blocking, Call::Past][usize::from(b0 >> 6)];
+        let nfds = usize::from(b1) % 65;
+        let max_record = (b2 & 0x10 != 0).then(|| 16 + 4 * usize::from(b3));
+        let limit = max_record.unwrap_or(procsync::wire::DEFAULT_MAX_RECORD);
+        let target = match (b2 >> 5) & 3 {
+            0 => None,
+            1 => Some(limit),
+            2 => Some(limit + 1),
+            _ => Some(70_000),
+        };
+        let mut record = rest.to_vec();
+        if let Some(t) = target {
+            let unit = if rest.is_empty() { &[0x55][..] } else { rest };
+            record = unit.iter().copied().cycle().take(t).collect();
+        }
+        Some(Case {
+            opts,
+            sender_creds: b0 & 0x20 != 0,
+            call,
+            nfds,
+            rights_msgs: (usize::from(b2 & 7) + 1).min(nfds.max(1)),
+            peer_pidfd: b2 & 8 != 0,
+            max_record,
+            record,
+        })
+    }
+
+    /// `CMSG_ALIGN`/`CMSG_SPACE`, from `struct cmsghdr`'s size and `size_t`
+    /// alignment (not from procsync's own arithmetic).
+    fn space(len: usize) -> usize {
+        let align = |n: usize| n.div_ceil(size_of::<usize>()) * size_of::<usize>();
+        align(size_of::<libc::cmsghdr>()) + align(len)
+    }
+
+    /// The receive control buffer PROTOCOL.md §8 prescribes (and
+    /// `tests/vectors/transport.json`'s `control_buffer.fds` = 5 pins).
+    pub fn control_buffer() -> usize {
+        space(5 * size_of::<libc::c_int>())
+            + space(size_of::<libc::ucred>())
+            + space(size_of::<libc::c_int>())
+    }
+
+    /// What the receive must return.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Expect {
+        Message(Box<SyncMessage>),
+        Error(&'static str, &'static str),
+    }
+
+    /// The expectation, from the spec's rules alone: which control messages
+    /// the kernel writes (timestamp; credentials; the security label; the
+    /// fds, merged into one `SCM_RIGHTS` however many messages the sender
+    /// used; the pidfd), each taking `CMSG_SPACE` of the §8 buffer —
+    /// `MSG_CTRUNC` iff they do not all fit (the sizes are multiples of the
+    /// alignment, so neither the kernel's order nor its per-message
+    /// rounding changes that) — then §8's check order, then the codec
+    /// with the fd count that arrived.
+    pub fn expect(case: &Case, label: Option<usize>, pidfd_ok: bool) -> Expect {
+        let o = case.opts;
+        let mut need = 0;
+        if o.timestamp != 0 {
+            need += space(16); // struct __kernel_old_timeval / timespec
+        }
+        if o.passcred {
+            need += space(size_of::<libc::ucred>());
+        }
+        if let (true, Some(len)) = (o.passsec, label) {
+            need += space(len);
+        }
+        if case.nfds > 0 {
+            need += space(case.nfds * size_of::<libc::c_int>());
+        }
+        if o.passpidfd && pidfd_ok {
+            need += space(size_of::<libc::c_int>());
+        }
+        let ctrunc = need > control_buffer();
+        let limits = case
+            .max_record
+            .map_or_else(Limits::default, Limits::with_max_record);
+        let len = case.record.len();
+        if len == 0 {
+            return if case.nfds == 0 && !ctrunc {
+                Expect::Error("peer-closed", "peer")
+            } else {
+                Expect::Error("empty-record", "peer")
+            };
+        }
+        if len > limits.max_record() {
+            return Expect::Error("too-large", "peer");
+        }
+        if ctrunc {
+            return Expect::Error("too-many-fds", "peer");
+        }
+        if o.timestamp != 0 {
+            return Expect::Error("unexpected-control", "os");
+        }
+        match native::decode(&case.record, case.nfds, &limits) {
+            Ok(msg) => Expect::Message(Box::new(msg)),
+            Err(e) => Expect::Error(e.kind().as_str(), "peer"),
+        }
+    }
+
+    fn set(sock: BorrowedFd<'_>, opt: libc::c_int) -> std::io::Result<()> {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads one c_int from `one`, which outlives the
+        // call; `sock` is an open socket.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// Whether this kernel has `SO_PASSPIDFD` (Linux 6.5), probed once.
+    pub fn pidfd_supported() -> bool {
+        static P: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *P.get_or_init(|| {
+            let (_a, b) = SyncSocket::pair().unwrap();
+            set(b.as_fd(), SO_PASSPIDFD).is_ok()
+        })
+    }
+
+    /// The `SCM_SECURITY` label's length a `SO_PASSSEC` receiver gets from
+    /// a socketpair peer in this process (`None` without a labelling
+    /// security module), probed once with a raw `recvmsg` and a large
+    /// control buffer: environment data the model needs, not procsync's.
+    pub fn security_label() -> Option<usize> {
+        static L: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+        *L.get_or_init(|| {
+            let (a, b) = SyncSocket::pair().unwrap();
+            set(b.as_fd(), libc::SO_PASSSEC).unwrap();
+            send(a.as_fd(), b"x", &[], 1, false);
+            let mut data = [0u8; 8];
+            let mut ctrl = [0u64; 128];
+            let mut iov = libc::iovec {
+                iov_base: data.as_mut_ptr().cast(),
+                iov_len: data.len(),
+            };
+            // SAFETY: an all-zero msghdr is a valid value.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = ctrl.as_mut_ptr().cast();
+            msg.msg_controllen = size_of::<[u64; 128]>() as _;
+            // SAFETY: iov and control point at live buffers of the sizes given.
+            let n = unsafe { libc::recvmsg(b.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+            assert_eq!(n, 1, "probe recvmsg");
+            assert_eq!(msg.msg_flags & libc::MSG_CTRUNC, 0);
+            // SAFETY: the CMSG_* walk stays within the kernel-written
+            // `msg_controllen` bytes of `ctrl`, which is live and aligned.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&msg);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == 3 {
+                        return Some((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize);
+                    }
+                    c = libc::CMSG_NXTHDR(&msg, c);
+                }
+            }
+            None
+        })
+    }
+
+    /// One raw record: the sender's own credentials first if asked, then
+    /// `nfds` copies of `fd` split into `msgs` `SCM_RIGHTS` messages.
+    pub fn send(
+        sock: BorrowedFd<'_>,
+        bytes: &[u8],
+        fds: &[BorrowedFd<'_>],
+        msgs: usize,
+        creds: bool,
+    ) {
+        let mut space = vec![MaybeUninit::<u8>::uninit(); 4096];
+        let mut anc = SendAncillaryBuffer::new(&mut space);
+        if creds {
+            assert!(anc.push(SendAncillaryMessage::ScmCredentials(UCred {
+                pid: rustix::process::getpid(),
+                uid: rustix::process::getuid(),
+                gid: rustix::process::getgid(),
+            })));
+        }
+        if !fds.is_empty() {
+            let per = fds.len().div_ceil(msgs.max(1));
+            for chunk in fds.chunks(per) {
+                assert!(anc.push(SendAncillaryMessage::ScmRights(chunk)));
+            }
+        }
+        let n = rustix::net::sendmsg(sock, &[IoSlice::new(bytes)], &mut anc, SendFlags::NOSIGNAL)
+            .expect("sendmsg");
+        assert_eq!(n, bytes.len());
+    }
+
+    fn receive(rx: &mut SyncSocket, call: Call) -> Result<Received, TransportError> {
+        match call {
+            Call::Deadline => rx.recv_deadline(Some(Instant::now() + Duration::from_secs(10))),
+            Call::Try => rx
+                .try_recv()
+                .map(|r| r.expect("try_recv: a record is queued")),
+            Call::Blocking => rx.recv_deadline(None),
+            Call::Past => rx.recv_deadline(Some(Instant::now())),
+        }
+    }
+
+    pub fn fd_count() -> usize {
+        std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    }
+
+    fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+        let (x, y) = (rustix::fs::fstat(a).unwrap(), rustix::fs::fstat(b).unwrap());
+        (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
+    }
+
+    /// Checks one outcome against the expectation; the fd, if any, must
+    /// be the one sent and close-on-exec.
+    fn check(
+        got: &Result<Received, TransportError>,
+        want: &Expect,
+        sent: BorrowedFd<'_>,
+        what: &dyn std::fmt::Display,
+    ) {
+        match (want, got) {
+            (Expect::Message(m), Ok(r)) => {
+                assert_eq!(&r.msg, &**m, "{what}: message");
+                assert_eq!(
+                    r.fd.is_some(),
+                    m.has_fd(),
+                    "{what}: fd handed out iff HasFd"
+                );
+                if let Some(fd) = &r.fd {
+                    assert!(
+                        same_file(fd.as_fd(), sent),
+                        "{what}: the fd handed out is the one sent"
+                    );
+                    let fl = rustix::io::fcntl_getfd(fd).unwrap();
+                    assert!(
+                        fl.contains(rustix::io::FdFlags::CLOEXEC),
+                        "{what}: close-on-exec"
+                    );
+                }
+            }
+            (Expect::Error(kind, origin), Err(e)) => {
+                assert_eq!(e.kind().as_str(), *kind, "{what}: {e:?}");
+                assert_eq!(e.origin().as_str(), *origin, "{what}: {e:?}");
+                assert!(!e.to_string().is_empty());
+            }
+            (want, got) => panic!("{what}: expected {want:?}, got {got:?}"),
+        }
+    }
+
+    /// Runs one case; panics when an invariant breaks.
+    pub fn run(case: &Case) {
+        let label = security_label();
+        let pidfd_ok = pidfd_supported();
+        let start = fd_count();
+        {
+            let devnull: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+            let (tx, rx) = SyncSocket::pair().unwrap();
+            let mut rx = match case.max_record {
+                Some(m) => rx.with_limits(Limits::with_max_record(m)),
+                None => rx,
+            };
+            let o = case.opts;
+            let setopt = |on: bool, opt| {
+                if on {
+                    set(rx.as_fd(), opt).expect("setsockopt");
+                }
+            };
+            setopt(o.passcred, libc::SO_PASSCRED);
+            setopt(o.passpidfd && pidfd_ok, SO_PASSPIDFD);
+            setopt(o.passsec, libc::SO_PASSSEC);
+            setopt(o.timestamp & 2 != 0, libc::SO_TIMESTAMPNS);
+            setopt(o.timestamp & 1 != 0, libc::SO_TIMESTAMP);
+            if case.peer_pidfd {
+                rx.set_peer_pidfd(
+                    procsync::transport::pidfd::open_pid(std::process::id()).unwrap(),
+                );
+            }
+            let fds = vec![devnull.as_fd(); case.nfds];
+            let base = fd_count();
+
+            send(
+                tx.as_fd(),
+                &case.record,
+                &fds,
+                case.rights_msgs,
+                case.sender_creds,
+            );
+            let want = expect(case, label, pidfd_ok);
+            let got = receive(&mut rx, case.call);
+            // Formatted only when an assertion fails.
+            let what = case;
+            check(&got, &want, devnull.as_fd(), what);
+            let kept = matches!(&got, Ok(r) if r.fd.is_some());
+            assert_eq!(
+                fd_count(),
+                base + usize::from(kept),
+                "{what}: fds open with the outcome"
+            );
+            drop(got);
+            assert_eq!(
+                fd_count(),
+                base,
+                "{what}: fds open after dropping the outcome"
+            );
+
+            // The socket is in a defined state: the record (fds, pidfd and
+            // all) was consumed whole, nothing else is queued, the socket
+            // is still connected both ways, and the next record is received
+            // as the same rules say, from an empty receive buffer.
+            assert!(!rx.peer_hung_up().unwrap(), "{what}: peer looks closed");
+            let ready = SyncMessage::ready();
+            let mut rec = bytes::BytesMut::new();
+            native::encode(&ready, false, &mut rec, &Limits::default()).unwrap();
+            send(tx.as_fd(), &rec, &[], 1, false);
+            let next = Case {
+                opts: case.opts,
+                sender_creds: false,
+                call: case.call,
+                nfds: 0,
+                rights_msgs: 1,
+                peer_pidfd: case.peer_pidfd,
+                max_record: case.max_record,
+                record: rec.to_vec(),
+            };
+            let got = receive(&mut rx, case.call);
+            check(
+                &got,
+                &expect(&next, label, pidfd_ok),
+                devnull.as_fd(),
+                &format_args!("{what}: next record"),
+            );
+            drop(got);
+            assert!(
+                matches!(rx.try_recv(), Ok(None)),
+                "{what}: more was queued than the two records"
+            );
+            assert_eq!(fd_count(), base, "{what}: fds after the next record");
+        }
+        assert_eq!(fd_count(), start, "fds after closing the pair");
+    }
+}
+
+/// The transport's control-message handling fed real `cmsghdr` layouts
+/// written by the kernel: a fresh socketpair per input, receiver options,
+/// a raw sender attaching 0–64 fds in one or more `SCM_RIGHTS` messages
+/// (and its own credentials), any record bytes and size, optionally a
+/// small limit; layout in [`cmsg::parse`].
+///
+/// Invariants: the receive returns exactly what §8's rules and the codec
+/// say ([`cmsg::expect`]), whichever receive call is used; an fd is handed
+/// out iff HasFd, and it is the one sent, close-on-exec; while the outcome
+/// lives only that fd is open, after dropping it none (every received fd,
+/// pidfd and excess fd closed); and the socket is left in a defined state
+/// (the next record arrives as the rules say, nothing else is queued).
+pub fn control_messages(data: &[u8]) {
+    if let Some(case) = cmsg::parse(data) {
+        cmsg::run(&case);
+    }
+}

@@ -168,3 +168,23 @@ fn errors_name_type_field_and_reason() {
         "MountPlease: invalid mount_please.source: not an absolute path"
     );
 }
+
+/// Issue 12.7: an invalid-message error names its rule once in a whole error
+/// chain (it used to show the rule in its text *and* return it as the
+/// source, so the chain — and the Error reply built from it — said it twice).
+#[test]
+fn an_invalid_message_error_names_its_rule_once_in_the_chain() {
+    use std::error::Error as _;
+    let mut buf = BytesMut::new();
+    let err =
+        native::encode(&SyncMessage::ready(), true, &mut buf, &Limits::default()).unwrap_err();
+    let EncodeError::Invalid(rule) = &err else {
+        panic!("expected Invalid, got {err:?}");
+    };
+    let chain = procsync::session::error_chain(&err);
+    assert_eq!(chain.matches(&rule.to_string()).count(), 1, "{chain}");
+    assert!(
+        err.source().is_none(),
+        "the rule is in the text, not a source"
+    );
+}

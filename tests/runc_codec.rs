@@ -935,3 +935,21 @@ mod interop {
         TempDir(d.to_str().unwrap().to_owned())
     }
 }
+
+/// Issue 12.7: the runc encoder's invalid-message error names its rule once
+/// in a whole error chain.
+#[test]
+fn an_invalid_message_error_names_its_rule_once_in_the_chain() {
+    use procsync::wire::ValidationError;
+    use std::error::Error as _;
+    let err = procsync::wire::runc::RuncEncodeError::from(ValidationError::UnspecifiedType);
+    let chain = procsync::session::error_chain(&err);
+    assert_eq!(
+        chain
+            .matches(&ValidationError::UnspecifiedType.to_string())
+            .count(),
+        1,
+        "{chain}"
+    );
+    assert!(err.source().is_none());
+}

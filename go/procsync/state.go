@@ -112,10 +112,13 @@ const (
 	StateClosed
 )
 
-// AllStates is every state, in diagram order.
-var AllStates = []State{StateMounting, StateAwaitMountFd, StateAwaitHooksDone, StateBeforeReady,
-	StateAwaitRun, StateRunning, StateAwaitSeccompDone, StateAfterSeccomp, StateFailed, StateBroken,
-	StateClosed}
+// AllStates returns every state, in diagram order (a new slice each call,
+// so a caller cannot change the package's view of the states).
+func AllStates() []State {
+	return []State{StateMounting, StateAwaitMountFd, StateAwaitHooksDone, StateBeforeReady,
+		StateAwaitRun, StateRunning, StateAwaitSeccompDone, StateAfterSeccomp, StateFailed, StateBroken,
+		StateClosed}
+}
 
 var stateNames = [...]string{"Mounting", "AwaitMountFd", "AwaitHooksDone", "BeforeReady", "AwaitRun",
 	"Running", "AwaitSeccompDone", "AfterSeccomp", "Failed", "Broken", "Closed"}

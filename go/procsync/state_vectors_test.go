@@ -195,7 +195,7 @@ func TestStateVectors(t *testing.T) {
 					outcomes++
 				}
 			}
-			for _, s := range AllStates {
+			for _, s := range AllStates() {
 				initOnly := s == StateMounting || s == StateAwaitMountFd || s == StateAwaitHooksDone
 				unreachable := (flow != FlowInit && initOnly) ||
 					(flow == FlowExecNoReady && (s == StateBeforeReady || s == StateAwaitRun))

@@ -62,7 +62,9 @@ impl<const N: usize> CtrlBuf<N> {
 /// [`super::SPARE_FDS`] more fds than allowed (so an excess is seen and
 /// closed rather than silently dropped by the kernel), plus one
 /// `SCM_CREDENTIALS` and one `SCM_PIDFD` message, which the kernel adds
-/// before the fds when the receiver enabled `SO_PASSCRED`/`SO_PASSPIDFD`.
+/// when the receiver enabled `SO_PASSCRED`/`SO_PASSPIDFD` (credentials
+/// before the fds, the pidfd after them on Linux 6.18; either way all three
+/// share this buffer).
 pub(crate) const fn ctrl_len(max_fds: usize) -> usize {
     cmsg_space((max_fds + super::SPARE_FDS) * size_of::<i32>())
         + cmsg_space(size_of::<libc::ucred>())

@@ -102,9 +102,11 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncodeError {
-    /// The message breaks a protocol rule; it is never sent.
+    /// The message breaks a protocol rule; it is never sent. The rule is
+    /// part of this error's text, not a separate `source()`, so an error
+    /// chain names it once.
     #[error("refusing to send an invalid message: {0}")]
-    Invalid(#[from] ValidationError),
+    Invalid(ValidationError),
     /// The encoded record would exceed the configured maximum.
     #[error("{ty} record of {size} bytes exceeds the limit of {max}")]
     TooLarge {
@@ -115,6 +117,12 @@ pub enum EncodeError {
         /// The configured limit.
         max: usize,
     },
+}
+
+impl From<ValidationError> for EncodeError {
+    fn from(e: ValidationError) -> Self {
+        EncodeError::Invalid(e)
+    }
 }
 
 /// A stable, language-neutral name for each rejection, used by the golden

@@ -251,9 +251,11 @@ impl RuncDecodeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuncEncodeError {
-    /// The message breaks a protocol rule; it is never sent.
+    /// The message breaks a protocol rule; it is never sent. The rule is
+    /// part of this error's text, not a separate `source()`, so an error
+    /// chain names it once.
     #[error("refusing to send an invalid message: {0}")]
-    Invalid(#[from] ValidationError),
+    Invalid(ValidationError),
     /// The message has no runc equivalent.
     #[error("{ty}: {field} cannot travel on runc's wire: {reason}")]
     Unrepresentable {
@@ -300,6 +302,12 @@ pub enum RuncEncodeError {
         /// The configured limit.
         max: usize,
     },
+}
+
+impl From<ValidationError> for RuncEncodeError {
+    fn from(e: ValidationError) -> Self {
+        RuncEncodeError::Invalid(e)
+    }
 }
 
 impl RuncEncodeError {

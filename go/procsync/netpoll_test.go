@@ -100,7 +100,11 @@ func TestThousandConcurrentSessionsFewThreads(t *testing.T) {
 		}
 		t.Logf("OS threads: %d before, %d with %d parents blocked in a receive, GOMAXPROCS %d",
 			before, blocked, n, runtime.GOMAXPROCS(0))
-		if blocked > before+runtime.GOMAXPROCS(0)+16 {
+		// A wait that held an OS thread would need n threads; the Go
+		// runtime may still start a few dozen while 2n goroutines set up
+		// their sockets under load (threads, once started, stay), so the
+		// bound is a tenth of n, far below one thread per wait.
+		if blocked > before+runtime.GOMAXPROCS(0)+n/10 {
 			t.Fatalf("%d OS threads with %d blocked receives (%d before)", blocked, n, before)
 		}
 		// Every peer watcher ended with its socket.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	pb "github.com/procsync/procsync/go/procsyncpb"
@@ -332,7 +333,7 @@ type HandlerFuncs struct {
 // Mount implements Handler.
 func (h HandlerFuncs) Mount(req *pb.Mount) (*os.File, pb.MountSourceKind, error) {
 	if h.MountFunc == nil {
-		return nil, 0, fmt.Errorf("this parent serves no mount requests (asked for %s)", rustQuote(req.GetSource()))
+		return nil, 0, fmt.Errorf("this parent serves no mount requests (asked for %s)", strconv.Quote(req.GetSource()))
 	}
 	return h.MountFunc(req)
 }

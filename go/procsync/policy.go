@@ -3,9 +3,9 @@ package procsync
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
-	"unicode"
 
 	pb "github.com/procsync/procsync/go/procsyncpb"
 )
@@ -81,12 +81,12 @@ func (r *PolicyRefusal) Error() string {
 		return RefusalPrefix + r.Reason
 	case RefusalAlreadyServed:
 		return fmt.Sprintf("%s -> %s was already served (configured mount #%d); each configured mount is served once",
-			rustQuote(r.Source), rustQuote(r.Destination), r.Index)
+			strconv.Quote(r.Source), strconv.Quote(r.Destination), r.Index)
 	}
 	s := fmt.Sprintf("%s -> %s is not one of the container's configured mounts",
-		rustQuote(r.Source), rustQuote(r.Destination))
+		strconv.Quote(r.Source), strconv.Quote(r.Destination))
 	if r.Nearest != "" {
-		s += fmt.Sprintf(" (the configured mount at %s differs in %s)", rustQuote(r.Destination), r.Nearest)
+		s += fmt.Sprintf(" (the configured mount at %s differs in %s)", strconv.Quote(r.Destination), r.Nearest)
 	}
 	return s
 }
@@ -100,37 +100,6 @@ func RefusalText(refusal error) string {
 		return text
 	}
 	return RefusalPrefix + text
-}
-
-// rustQuote quotes s as Rust's Debug for str does ("a\"b", "\u{1b}"), so
-// refusal texts are the same in both implementations.
-func rustQuote(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch r {
-		case '"':
-			b.WriteString(`\"`)
-		case '\\':
-			b.WriteString(`\\`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\t':
-			b.WriteString(`\t`)
-		case 0:
-			b.WriteString(`\0`)
-		default:
-			if unicode.IsGraphic(r) {
-				b.WriteRune(r)
-			} else {
-				fmt.Fprintf(&b, `\u{%x}`, r)
-			}
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
 }
 
 // matchedFields are the Mount fields a request must equal a configured

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -124,7 +125,7 @@ func (e *SourceError) Error() string {
 	default:
 		what = "failed"
 	}
-	s := fmt.Sprintf("procsync: mount source %s: %s: %s", rustQuote(e.Source), e.Op, what)
+	s := fmt.Sprintf("procsync: mount source %s: %s: %s", strconv.Quote(e.Source), e.Op, what)
 	if e.Err != nil && e.kind != SourceErrTimedOut {
 		s += ": " + e.Err.Error()
 	}

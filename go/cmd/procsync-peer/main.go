@@ -306,8 +306,13 @@ func (c *config) runParent(sock *procsync.SyncSocket, opts procsync.Options) (in
 		say("done")
 		return exitOK, nil
 	case errors.As(err, &refused):
-		say("refuse MountPlease source=%s destination=%s reason=%s", refused.Mount.GetSource(),
-			refused.Mount.GetDestination(), strconv.Quote(refused.Reason))
+		kind := "unknown"
+		var pr *procsync.PolicyRefusal
+		if errors.As(refused.Err, &pr) {
+			kind = pr.Kind.String()
+		}
+		say("refuse MountPlease source=%s destination=%s kind=%s reason=%s", refused.Mount.GetSource(),
+			refused.Mount.GetDestination(), kind, strconv.Quote(refused.Reason))
 		return exitRefused, err
 	case errors.As(err, &remote):
 		say("child-failed message=%s", strconv.Quote(remote.Message))

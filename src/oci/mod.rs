@@ -22,15 +22,16 @@
 //! use procsync::oci::MountPlan;
 //! use procsync::session::Parent;
 //! use procsync::state::Flow;
-//! # let sock: procsync::transport::SyncSocket = todo!();
+//! use procsync::transport::SyncSocket;
 //!
-//! let plan = MountPlan::from_bundle("/run/bundles/c1".as_ref())?;
-//! for m in plan.not_served() {
-//!     println!("the child mounts {} ({}) itself: {}", m.destination, m.typ, m.reason);
+//! fn parent_for(sock: SyncSocket) -> Result<Parent, Box<dyn std::error::Error>> {
+//!     let plan = MountPlan::from_bundle("/run/bundles/c1".as_ref())?;
+//!     for m in plan.not_served() {
+//!         println!("the child mounts {} ({}) itself: {}", m.destination, m.typ, m.reason);
+//!     }
+//!     // The parent serves exactly the bundle's bind mounts, each once.
+//!     Ok(Parent::new(sock, Flow::Init, plan.requests().cloned()))
 //! }
-//! // The parent serves exactly the bundle's bind mounts, each once.
-//! let parent = Parent::new(sock, Flow::Init, plan.requests().cloned());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! The wire is not affected: a plan only builds ordinary

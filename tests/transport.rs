@@ -758,26 +758,6 @@ fn raw(sock: &SyncSocket, bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) {
     raw_send(sock.as_fd(), bytes, fds);
 }
 
-fn set_int_opt(sock: &SyncSocket, opt: libc::c_int) -> std::io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `one`, which
-    // lives across the call; the socket is open.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// Regression (issue 12.1): `SCM_PIDFD` was spelled with `SO_PASSPIDFD`'s
 /// option number, so with `SO_PASSPIDFD` on the receiver every record
 /// failed as unexpected-control and the pidfd leaked, zero-length records
@@ -786,7 +766,7 @@ fn set_int_opt(sock: &SyncSocket, opt: libc::c_int) -> std::io::Result<()> {
 fn so_passpidfd_on_the_receiver_closes_the_pidfd_and_accepts_records() {
     let _g = serial();
     let (mut a, mut b) = SyncSocket::pair().unwrap();
-    if let Err(e) = set_int_opt(&b, libc::SO_PASSPIDFD) {
+    if let Err(e) = enable_socket_option(&b, libc::SO_PASSPIDFD) {
         println!("SKIP: SO_PASSPIDFD needs Linux 6.5: {e}");
         return;
     }
@@ -835,7 +815,7 @@ fn so_passpidfd_on_the_receiver_closes_the_pidfd_and_accepts_records() {
 fn so_timestamp_on_the_receiver_is_unexpected_control_and_fds_are_closed() {
     let _g = serial();
     let (mut a, mut b) = SyncSocket::pair().unwrap();
-    set_int_opt(&b, libc::SO_TIMESTAMP).unwrap();
+    enable_socket_option(&b, libc::SO_TIMESTAMP).unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
     let before = fd_count();
     a.send(
@@ -861,8 +841,8 @@ fn so_timestamp_on_the_receiver_is_unexpected_control_and_fds_are_closed() {
 fn so_passsec_on_the_receiver_accepts_records() {
     let _g = serial();
     let (mut a, mut b) = SyncSocket::pair().unwrap();
-    set_int_opt(&b, libc::SO_PASSSEC).unwrap();
-    set_int_opt(&b, libc::SO_PASSCRED).unwrap();
+    enable_socket_option(&b, libc::SO_PASSSEC).unwrap();
+    enable_socket_option(&b, libc::SO_PASSCRED).unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
     let before = fd_count();
     a.send(

@@ -11,7 +11,7 @@ mod support;
 
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -25,6 +25,7 @@ use procsync::wire::Limits;
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/transport.json");
 
+use support::fds::enable_socket_option;
 use support::{fd_count, serial};
 
 fn load() -> Value {
@@ -55,26 +56,6 @@ fn option(name: &str) -> libc::c_int {
         "SO_PASSSEC" => libc::SO_PASSSEC,
         "SO_TIMESTAMP" => libc::SO_TIMESTAMP,
         other => panic!("unknown socket option {other}"),
-    }
-}
-
-fn set_option(sock: &SyncSocket, opt: libc::c_int) -> std::io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt reads one c_int from `one`, which outlives the
-    // call; `sock` is an open socket.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -164,7 +145,7 @@ fn every_vector_over_a_real_socketpair() {
             .flatten()
         {
             let o = o.as_str().unwrap();
-            if let Err(e) = set_option(&rx, option(o)) {
+            if let Err(e) = enable_socket_option(&rx, option(o)) {
                 assert_ne!(o, "SO_PASSCRED", "{name}: {e}");
                 skip = Some(format!("{o}: {e}"));
             }

@@ -19,7 +19,7 @@ use procsync::schema::{MountSourceKind, SyncMessage};
 use procsync::transport::{SyncSocket, TransportError, ENV_SYNC_FD};
 use procsync::wire::{native, Limits};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-pub use support::fds::{inheritable_fds, open_fds};
+pub use support::fds::{enable_socket_option, inheritable_fds, open_fds};
 pub use support::peer::ROLE_VAR;
 pub use support::{fd_count, serial};
 

@@ -38,3 +38,27 @@ pub fn inheritable_fds() -> Vec<i32> {
         })
         .collect()
 }
+
+/// Turns on the boolean `SOL_SOCKET` option `opt` (`SO_PASSCRED`,
+/// `SO_PASSPIDFD`, `SO_TIMESTAMP`, …) of `sock`: how the tests make the
+/// kernel add control messages to every record the socket receives.
+pub fn enable_socket_option(sock: impl std::os::fd::AsFd, opt: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from `one`, which outlives the
+    // call; `sock` is an open fd borrowed for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

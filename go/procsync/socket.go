@@ -570,9 +570,17 @@ func (s *SyncSocket) sendFD(ctx context.Context, msg *pb.SyncMessage, fd int, de
 
 // doSend is the netpoller callback of a send: one non-blocking sendmsg(2);
 // false asks the netpoller to wait for room.
+//
+// Both callbacks use RawSyscall: with MSG_DONTWAIT the call never sleeps,
+// so the scheduler need not be told (entersyscall/exitsyscall). That is
+// more than the ~100 ns of bookkeeping: while this process waits in the
+// netpoller every P is idle and Go's sysmon thread goes to sleep, and the
+// next entersyscall wakes it again (a futex wake, then 20 µs polling) —
+// with both peers on one CPU those extra context switches were about a
+// third of a round trip (docs/BENCHMARKS.md, Go).
 func (s *SyncSocket) doSend(fd uintptr) bool {
 	for {
-		n, _, e := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&s.smsg)),
+		n, _, e := unix.RawSyscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&s.smsg)),
 			unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 		switch e {
 		case unix.EINTR:
@@ -593,7 +601,7 @@ func (s *SyncSocket) doRecv(fd uintptr) bool {
 	for {
 		// MSG_TRUNC in: the kernel returns the record's real length even
 		// when it does not fit.
-		n, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&s.rmsg)),
+		n, _, e := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&s.rmsg)),
 			unix.MSG_CMSG_CLOEXEC|unix.MSG_TRUNC|unix.MSG_DONTWAIT)
 		switch e {
 		case unix.EINTR:

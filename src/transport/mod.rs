@@ -380,11 +380,30 @@ pub fn deadline_after(after: Duration) -> Option<Instant> {
 /// path can be tested and fuzzed without sockets.
 pub fn decode_received(
     record: &[u8],
-    mut fds: Vec<OwnedFd>,
+    fds: Vec<OwnedFd>,
     limits: &Limits,
 ) -> Result<Received, TransportError> {
-    let msg = native::decode(record, fds.len(), limits).map_err(TransportError::Decode)?;
-    Ok(Received { msg, fd: fds.pop() })
+    let mut out = Received {
+        msg: SyncMessage::default(),
+        fd: None,
+    };
+    decode_received_into(record, fds, limits, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_received`] into `out` (a default message and no fd), so the
+/// receive path builds the message where it returns it: `Received` is
+/// large, and every move is a copy.
+#[inline]
+fn decode_received_into(
+    record: &[u8],
+    mut fds: Vec<OwnedFd>,
+    limits: &Limits,
+    out: &mut Received,
+) -> Result<(), TransportError> {
+    native::decode_into(record, fds.len(), limits, &mut out.msg).map_err(TransportError::Decode)?;
+    out.fd = fds.pop();
+    Ok(())
 }
 
 /// One message received by [`SyncSocket::recv`], with the fd that rode in
@@ -788,15 +807,28 @@ impl SyncSocket {
     /// the blocking path: `Received` is large, and each move is a copy).
     fn recv_native_record(&mut self, attempt: Attempt) -> Result<Received, TransportError> {
         let mut buf = std::mem::take(&mut self.recv_buf);
+        // The result is built in place and returned as it is (no copy).
+        let mut ret = Ok(Received {
+            msg: SyncMessage::default(),
+            fd: None,
+        });
         // Room for SPARE_FDS extra fds so the codec reports the real count
         // (naming the message type) instead of a bare control truncation.
-        let out = match recv_raw(self.io(), &mut buf, MAX_FDS_PER_RECORD, attempt) {
-            Ok(Some(rec)) => decode_received(&buf[..rec.len], rec.fds, &self.limits),
-            Ok(None) => Err(TransportError::WouldBlock),
-            Err(e) => Err(e),
+        let res = match (
+            &mut ret,
+            recv_raw(self.io(), &mut buf, MAX_FDS_PER_RECORD, attempt),
+        ) {
+            (Ok(out), Ok(Some(rec))) => {
+                decode_received_into(&buf[..rec.len], rec.fds, &self.limits, out)
+            }
+            (_, Ok(_)) => Err(TransportError::WouldBlock),
+            (_, Err(e)) => Err(e),
         };
         self.recv_buf = buf;
-        out
+        if let Err(e) = res {
+            ret = Err(e);
+        }
+        ret
     }
 
     /// Closes the sending direction (`shutdown(SHUT_WR)`): the peer reads

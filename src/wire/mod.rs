@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod native;
+mod pb;
 #[cfg(feature = "runc-compat")]
 pub mod runc;
 pub mod validate;

@@ -232,11 +232,18 @@ pub fn validate_with(
 }
 
 fn check_no_nul(s: &str) -> Result<(), &'static str> {
-    if s.as_bytes().contains(&0) {
+    if has_nul(s.as_bytes()) {
         Err("contains NUL")
     } else {
         Ok(())
     }
+}
+
+/// Whether `b` holds a zero byte. A reduction without an early exit: no
+/// set-up cost, a few instructions a byte (paths are short, and this runs on
+/// every send and receive, where `memchr`'s set-up cost dominated).
+fn has_nul(b: &[u8]) -> bool {
+    b.iter().fold(false, |nul, &x| nul | (x == 0))
 }
 
 fn check_abs_path(s: &str) -> Result<(), &'static str> {
@@ -319,4 +326,26 @@ pub fn check_ranges(maps: &[IdMap]) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul;
+
+    #[test]
+    fn has_nul_finds_every_zero_byte() {
+        for len in 0..40 {
+            assert!(!has_nul(&vec![b'a'; len]));
+            // Bytes that trip naive word tricks: 0x80 and 0x01 around a zero.
+            assert!(!has_nul(&vec![0x80; len]));
+            assert!(!has_nul(&vec![0x01; len]));
+            for at in 0..len {
+                for fill in [b'a', 0x80, 0x01, 0xff] {
+                    let mut v = vec![fill; len];
+                    v[at] = 0;
+                    assert!(has_nul(&v), "len {len}, zero at {at}, fill {fill:#x}");
+                }
+            }
+        }
+    }
 }

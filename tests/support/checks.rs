@@ -9,17 +9,28 @@ use procsync::wire::{native, validate, Limits, MAX_RECORD_CEILING};
 /// Input layout: byte 0 selects the number of fds that "arrived" (low two
 /// bits: 0..=3); the rest is one record.
 ///
-/// Invariants: decoding never panics; an accepted message passes validation
-/// with the same fd count, re-encodes (HasFd from its flags) to a record that
-/// decodes to the same message, and the canonical record of that message is
-/// a fixed point; a rejection has a stable kind and a message.
+/// Invariants: decoding never panics; the verdict equals the reference's —
+/// the same framing with prost's `SyncMessage::decode` for the body, then
+/// validation — and so does an accepted message; an accepted message passes
+/// validation with the same fd count, re-encodes (HasFd from its flags) to
+/// prost's bytes for it and to a record that decodes to the same message,
+/// and the canonical record of that message is a fixed point; a rejection
+/// has a stable kind and a message. The record's bytes taken as a body
+/// alone also decode as prost decodes them.
 pub fn frame_decode(data: &[u8]) {
     let Some((&sel, record)) = data.split_first() else {
         return;
     };
     let nfds = usize::from(sel & 3);
     let limits = Limits::default();
-    match native::decode(record, nfds, &limits) {
+    let verdict = native::decode(record, nfds, &limits);
+    if let Some(body) = framed_body(record, &limits) {
+        let reference = prost_reference::decode_body(body)
+            .and_then(|m| validate(&m, nfds).map(|_| m).map_err(Into::into));
+        prost_reference::same_verdict(&verdict, &reference, body);
+    }
+    prost_reference::check_body(record);
+    match verdict {
         Ok(msg) => {
             assert!(record.len() <= limits.max_record());
             validate(&msg, nfds).expect("an accepted message validates");
@@ -27,6 +38,11 @@ pub fn frame_decode(data: &[u8]) {
             let mut buf = BytesMut::new();
             native::encode(&msg, msg.has_fd(), &mut buf, &wide)
                 .expect("an accepted message re-encodes");
+            assert_eq!(
+                &buf[..],
+                &prost_reference::record(&msg, msg.has_fd())[..],
+                "the encoder's bytes differ from prost's"
+            );
             let again = native::decode(&buf, nfds, &wide).expect("the re-encoded record decodes");
             assert_eq!(again, msg, "re-encode round trip changed the message");
             let mut buf2 = BytesMut::new();
@@ -37,6 +53,87 @@ pub fn frame_decode(data: &[u8]) {
         Err(e) => {
             assert!(!e.kind().as_str().is_empty());
             assert!(!e.to_string().is_empty());
+        }
+    }
+}
+
+/// The body of `record` if the native framing accepts it (size within
+/// `limits`, a minimal varint prefix equal to the bytes that follow).
+fn framed_body<'a>(record: &'a [u8], limits: &Limits) -> Option<&'a [u8]> {
+    if record.is_empty() || record.len() > limits.max_record() {
+        return None;
+    }
+    let mut len: u64 = 0;
+    for (i, &b) in record.iter().enumerate().take(10) {
+        len |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let body = &record[i + 1..];
+            let minimal = i == 0 || b != 0;
+            let fits = i < 9 || b <= 1;
+            return (minimal && fits && len == body.len() as u64).then_some(body);
+        }
+    }
+    None
+}
+
+/// prost as the reference for procsync's hand-written protobuf codec
+/// (`src/wire/pb.rs`): the decoder must accept exactly what
+/// `prost::Message::decode` accepts, with the same message, and the encoder
+/// must write exactly prost's bytes.
+pub mod prost_reference {
+    use procsync::prost::Message;
+    use procsync::schema::{SyncMessage, FLAG_HAS_FD};
+    use procsync::wire::{native, DecodeError, ErrorKind};
+
+    /// prost's decode of a body, its error mapped to `malformed-body`.
+    pub fn decode_body(body: &[u8]) -> Result<SyncMessage, DecodeError> {
+        SyncMessage::decode(body).map_err(|e| DecodeError::Malformed(e.to_string()))
+    }
+
+    /// prost's record for `msg` sent with or without an fd: the flags word
+    /// as the encoder sets it, then `varint(len) || body`.
+    pub fn record(msg: &SyncMessage, fd_attached: bool) -> Vec<u8> {
+        let mut m = msg.clone();
+        m.flags = (m.flags & !FLAG_HAS_FD) | u32::from(fd_attached);
+        m.encode_length_delimited_to_vec()
+    }
+
+    /// Both verdicts agree: equal messages, or errors of the same kind (and,
+    /// for a validation error, the same error).
+    pub fn same_verdict(
+        ours: &Result<SyncMessage, DecodeError>,
+        reference: &Result<SyncMessage, DecodeError>,
+        input: &[u8],
+    ) {
+        match (ours, reference) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "decoded differently from prost: {input:02x?}"),
+            (Err(DecodeError::Invalid(a)), Err(DecodeError::Invalid(b))) => {
+                assert_eq!(
+                    a, b,
+                    "validated differently from prost's message: {input:02x?}"
+                )
+            }
+            (Err(a), Err(b)) => assert_eq!(
+                a.kind(),
+                b.kind(),
+                "rejected differently from prost ({a} / {b}): {input:02x?}"
+            ),
+            (a, b) => panic!("hand decoder {a:?}, prost {b:?}: {input:02x?}"),
+        }
+    }
+
+    /// [`native::decode_body`] on `body` agrees with prost.
+    pub fn check_body(body: &[u8]) {
+        let ours = native::decode_body(body);
+        if let Err(e) = &ours {
+            assert_eq!(e.kind(), ErrorKind::MalformedBody, "{e}");
+        }
+        same_verdict(&ours, &decode_body(body), body);
+        if let Ok(m) = ours {
+            // A decoded message has an exact size, whatever its values.
+            for fd in [false, true] {
+                assert_eq!(native::encoded_len(&m, fd), record(&m, fd).len());
+            }
         }
     }
 }

@@ -593,3 +593,76 @@ fn edge_keys_and_varints_decode_as_prost_does() {
         check_record(&framed);
     }
 }
+
+/// Every field of the schema with its number, type and cardinality, as the
+/// hand-written codec (`src/wire/pb.rs`) implements them. A change to
+/// `proto/` fails here until pb.rs (decoder, sizes, encoder), this list and
+/// `gen_message` above follow: an unknown field would otherwise be skipped
+/// by the hand decoder and kept by prost's.
+#[test]
+fn the_hand_codec_covers_the_whole_schema() {
+    use prost_reflect::{DescriptorPool, Kind};
+    const SCHEMA: &[&str] = &[
+        "procsync.v1.ErrorInfo.message = 1: string",
+        "procsync.v1.IdMap.container_id = 1: uint32",
+        "procsync.v1.IdMap.host_id = 2: uint32",
+        "procsync.v1.IdMap.size = 3: uint32",
+        "procsync.v1.IdMapping.gid_mappings = 4: repeated procsync.v1.IdMap",
+        "procsync.v1.IdMapping.recursive = 1: bool",
+        "procsync.v1.IdMapping.uid_mappings = 3: repeated procsync.v1.IdMap",
+        "procsync.v1.IdMapping.userns_path = 2: string",
+        "procsync.v1.Mount.cleared_flags = 5: uint64",
+        "procsync.v1.Mount.data = 7: string",
+        "procsync.v1.Mount.destination = 2: string",
+        "procsync.v1.Mount.device = 3: string",
+        "procsync.v1.Mount.extensions = 10: uint32",
+        "procsync.v1.Mount.flags = 4: uint64",
+        "procsync.v1.Mount.id_mapping = 9: procsync.v1.IdMapping",
+        "procsync.v1.Mount.propagation_flags = 6: repeated packed uint64",
+        "procsync.v1.Mount.rec_attr = 8: procsync.v1.MountAttr",
+        "procsync.v1.Mount.relabel = 11: string",
+        "procsync.v1.Mount.source = 1: string",
+        "procsync.v1.MountAttr.attr_clr = 2: uint64",
+        "procsync.v1.MountAttr.attr_set = 1: uint64",
+        "procsync.v1.MountAttr.propagation = 3: uint64",
+        "procsync.v1.MountAttr.userns_fd = 4: uint64",
+        "procsync.v1.MountFdInfo.kind = 1: enum procsync.v1.MountSourceKind",
+        "procsync.v1.MountFdInfo.source = 2: string",
+        "procsync.v1.SeccompInfo.attached = 1: oneof transfer procsync.v1.FdAttached",
+        "procsync.v1.SeccompInfo.child_fd = 2: oneof transfer int32",
+        "procsync.v1.SyncMessage.error = 10: oneof payload procsync.v1.ErrorInfo",
+        "procsync.v1.SyncMessage.flags = 2: uint32",
+        "procsync.v1.SyncMessage.mount_fd = 12: oneof payload procsync.v1.MountFdInfo",
+        "procsync.v1.SyncMessage.mount_please = 11: oneof payload procsync.v1.Mount",
+        "procsync.v1.SyncMessage.seccomp = 13: oneof payload procsync.v1.SeccompInfo",
+        "procsync.v1.SyncMessage.type = 1: enum procsync.v1.MessageType",
+    ];
+    let pool = DescriptorPool::decode(FILE_DESCRIPTOR_SET).unwrap();
+    let mut found = Vec::new();
+    let mut messages = 0;
+    for m in pool.all_messages() {
+        messages += 1;
+        for f in m.fields() {
+            let ty = match f.kind() {
+                Kind::Message(d) => d.full_name().to_string(),
+                Kind::Enum(d) => format!("enum {}", d.full_name()),
+                k => format!("{k:?}").to_lowercase(),
+            };
+            let card = match (f.is_list(), f.is_packed(), f.containing_oneof()) {
+                (true, true, _) => "repeated packed ".to_string(),
+                (true, false, _) => "repeated ".to_string(),
+                (false, _, Some(o)) => format!("oneof {} ", o.name()),
+                _ => String::new(),
+            };
+            found.push(format!("{} = {}: {card}{ty}", f.full_name(), f.number()));
+        }
+    }
+    found.sort();
+    assert_eq!(
+        found, SCHEMA,
+        "the schema changed: update src/wire/pb.rs, this list and gen_message"
+    );
+    // SyncMessage, ErrorInfo, Mount, MountAttr, IdMapping, IdMap,
+    // MountFdInfo, SeccompInfo and the field-less FdAttached.
+    assert_eq!(messages, 9, "a message was added or removed");
+}

@@ -767,20 +767,43 @@ fn fits(msg: &SyncMessage, wire: Wire, limits: &Limits, scratch: &mut Vec<u8>) -
     }
 }
 
+/// The text an Error carries when the caller gave none (an empty Error
+/// is not valid on the native wire).
+pub const UNSPECIFIED_ERROR: &str = "unspecified error";
+
 /// An Error message carrying `text`, cut (at a UTF-8 boundary, ending with
 /// [`TRUNCATION_MARK`]) so that its record fits `limits` on `wire`: a long
 /// refusal or handler text built from a 4096-byte path, or any text under a
 /// small record limit, still reaches the peer instead of failing to encode.
+///
+/// The rules are PROTOCOL §11's, the same in both languages: an empty text
+/// becomes [`UNSPECIFIED_ERROR`]; a text whose record fits is sent as it
+/// is; otherwise the longest prefix at a character boundary that fits
+/// together with the mark, and the mark. A limit with no room for the mark
+/// plus four bytes (one character of any size) gets the longest prefix
+/// that fits without the mark: every limit has room for one character.
 pub fn error_reply(text: &str, wire: Wire, limits: &Limits) -> SyncMessage {
+    let text = if text.is_empty() {
+        UNSPECIFIED_ERROR
+    } else {
+        text
+    };
     let mut scratch = Vec::new();
     let msg = SyncMessage::error(text);
     if fits(&msg, wire, limits, &mut scratch) {
         return msg;
     }
+    let room_for_mark = fits(
+        &SyncMessage::error(format!("xxxx{TRUNCATION_MARK}")),
+        wire,
+        limits,
+        &mut scratch,
+    );
+    let mark = if room_for_mark { TRUNCATION_MARK } else { "" };
     let with_cut = |cut: usize| {
-        let mut t = String::with_capacity(cut + TRUNCATION_MARK.len());
+        let mut t = String::with_capacity(cut + mark.len());
         t.push_str(&text[..cut]);
-        t.push_str(TRUNCATION_MARK);
+        t.push_str(mark);
         SyncMessage::error(t)
     };
     // The largest char-boundary prefix that fits with the mark. The encoded
@@ -802,12 +825,12 @@ pub fn error_reply(text: &str, wire: Wire, limits: &Limits) -> SyncMessage {
     }
     let lo = floor_char_boundary(text, lo);
     let msg = with_cut(lo);
-    if fits(&msg, wire, limits, &mut scratch) {
+    if lo > 0 && fits(&msg, wire, limits, &mut scratch) {
         msg
     } else {
-        // Not even the mark fits (limits are at least 16 bytes; a runc Error
-        // needs more): send the shortest honest text there is.
-        SyncMessage::error("")
+        // Not reachable: limits are at least 16 bytes, room for one
+        // character of any size on either wire.
+        SyncMessage::error("?")
     }
 }
 
@@ -843,7 +866,8 @@ mod tests {
                 let m = error_reply(&long, Wire::Native, &limits);
                 let t = text_of(&m);
                 assert!(native::encoded_len(&m, false) <= limits.max_record());
-                if t != long && !t.is_empty() {
+                assert!(!t.is_empty(), "{max}");
+                if t != long && max >= 32 {
                     assert!(t.ends_with(TRUNCATION_MARK), "{max}: {t:?}");
                     let kept = &t[..t.len() - TRUNCATION_MARK.len()];
                     assert!(long.starts_with(kept));
@@ -870,7 +894,57 @@ mod tests {
             let mut out = Vec::new();
             let recs = encode(&m, None, MountShape::V1_2, &limits, &mut out).unwrap();
             assert!(recs.json.len() <= limits.max_record());
-            assert!(text_of(&m).ends_with(TRUNCATION_MARK) || text_of(&m).is_empty());
+            assert!(!text_of(&m).is_empty(), "{max}");
+            if max >= 200 {
+                assert!(text_of(&m).ends_with(TRUNCATION_MARK), "{max}");
+            }
+        }
+    }
+
+    /// Under every limit, however small, the Error is one that can be sent
+    /// (on main an empty text — not valid on the native wire — was the
+    /// fallback below 22 bytes, so the peer got nothing); the mark is kept
+    /// exactly while the record has room for it and four more bytes, and
+    /// the cut is the longest that fits (PROTOCOL §11).
+    #[test]
+    fn every_limit_gets_a_sendable_error_cut_by_the_one_rule() {
+        let long = "é/x€".repeat(2000);
+        for max in 16..=200 {
+            let limits = Limits::with_max_record(max);
+            for text in [long.as_str(), "", "short"] {
+                let m = error_reply(text, Wire::Native, &limits);
+                let mut buf = bytes::BytesMut::new();
+                native::encode(&m, false, &mut buf, &limits)
+                    .unwrap_or_else(|e| panic!("limit {max}, {text:?}: {e}"));
+                let t = text_of(&m);
+                if text.is_empty() {
+                    let unspecified = error_reply(UNSPECIFIED_ERROR, Wire::Native, &limits);
+                    assert_eq!(t, text_of(&unspecified), "limit {max}");
+                    continue;
+                }
+                if t == text {
+                    continue;
+                }
+                let mark_fits = native::encoded_len(
+                    &SyncMessage::error(format!("xxxx{TRUNCATION_MARK}")),
+                    false,
+                ) <= max;
+                assert_eq!(
+                    t.ends_with(TRUNCATION_MARK),
+                    mark_fits,
+                    "limit {max}: {t:?}"
+                );
+                let kept = t.strip_suffix(TRUNCATION_MARK).unwrap_or(t);
+                assert!(!kept.is_empty() && text.starts_with(kept), "limit {max}");
+                let next =
+                    &text[..kept.len() + text[kept.len()..].chars().next().unwrap().len_utf8()];
+                let mark = if mark_fits { TRUNCATION_MARK } else { "" };
+                let bigger = SyncMessage::error(format!("{next}{mark}"));
+                assert!(
+                    native::encoded_len(&bigger, false) > max,
+                    "limit {max}: not maximal"
+                );
+            }
         }
     }
 

@@ -39,7 +39,7 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
 pub use child::{Child, SeccompHandoff};
-pub use core::{error_reply, TRUNCATION_MARK};
+pub use core::{error_reply, TRUNCATION_MARK, UNSPECIFIED_ERROR};
 pub use error::{error_chain, SessionError, SessionErrorKind, Step};
 pub use parent::{
     refusal_text, ChildFd, HandlerError, Parent, ParentHandler, SeccompFd, ServeReport,

@@ -23,6 +23,21 @@ use procsync::wire::{native, Limits, MAX_RECORD_CEILING};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
+/// How many times the generated sets run (default 1) and the seed offset:
+/// `PROCSYNC_CODEC_ROUNDS=50 cargo test --release --test codec_prost`
+/// runs fifty different sets of each (a longer hunt for a difference).
+fn rounds() -> u64 {
+    std::env::var("PROCSYNC_CODEC_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// A generator seeded with `seed` for round `round`.
+fn seeded(seed: u64, round: u64) -> Rng {
+    Rng(seed ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
 
@@ -286,25 +301,27 @@ fn gen_message(rng: &mut Rng) -> SyncMessage {
 /// both decoders read prost's bytes back to the message.
 #[test]
 fn random_messages_encode_as_prost_does() {
-    let mut rng = Rng(0x5eed_c0de_0000_0001);
     let wide = Limits::with_max_record(MAX_RECORD_CEILING);
     let mut encoded = 0;
     let mut buf = BytesMut::new();
-    for _ in 0..40_000 {
-        let msg = gen_message(&mut rng);
-        for fd in [false, true] {
-            let reference = prost_reference::record(&msg, fd);
-            assert_eq!(native::encoded_len(&msg, fd), reference.len(), "{msg:?}");
-            buf.clear();
-            // Something in front: encode appends.
-            buf.extend_from_slice(b"xy");
-            if native::encode(&msg, fd, &mut buf, &wide).is_ok() {
-                assert_eq!(&buf[2..], &reference[..], "{msg:?}");
-                encoded += 1;
-            } else {
-                assert_eq!(&buf[..], b"xy", "a refused message wrote bytes");
+    for round in 0..rounds() {
+        let mut rng = seeded(0x5eed_c0de_0000_0001, round);
+        for _ in 0..40_000 {
+            let msg = gen_message(&mut rng);
+            for fd in [false, true] {
+                let reference = prost_reference::record(&msg, fd);
+                assert_eq!(native::encoded_len(&msg, fd), reference.len(), "{msg:?}");
+                buf.clear();
+                // Something in front: encode appends.
+                buf.extend_from_slice(b"xy");
+                if native::encode(&msg, fd, &mut buf, &wide).is_ok() {
+                    assert_eq!(&buf[2..], &reference[..], "{msg:?}");
+                    encoded += 1;
+                } else {
+                    assert_eq!(&buf[..], b"xy", "a refused message wrote bytes");
+                }
+                check_record(&reference);
             }
-            check_record(&reference);
         }
     }
     // The generator must reach the valid messages often enough to matter.
@@ -319,49 +336,51 @@ fn random_messages_encode_as_prost_does() {
 /// inserted anywhere.
 #[test]
 fn mutated_encodings_decode_as_prost_does() {
-    let mut rng = Rng(0x0bad_cafe_0000_0002);
-    let mut pool: Vec<Vec<u8>> = Vec::new();
-    for _ in 0..200 {
-        let m = gen_message(&mut rng);
-        let mut body = prost_reference::record(&m, rng.chance(2));
-        let prefix = body.len() - body_of(&body).len();
-        body.drain(..prefix);
-        pool.push(body);
-    }
-    for _ in 0..200_000 {
-        let mut b = rng.pick(&pool).clone();
-        for _ in 0..1 + rng.below(3) {
-            let at = if b.is_empty() {
-                0
-            } else {
-                rng.below(b.len() as u64 + 1) as usize
-            };
-            match rng.below(8) {
-                0 if at < b.len() => b[at] ^= 1 << rng.below(8),
-                1 if at < b.len() => b[at] = rng.next() as u8,
-                2 => b.insert(at, rng.next() as u8),
-                3 if at < b.len() => {
-                    b.remove(at);
-                }
-                4 => b.truncate(at),
-                5 => {
-                    let other = rng.pick(&pool);
-                    let from = rng.below(other.len() as u64 + 1) as usize;
-                    b.splice(at..at, other[from..].iter().copied());
-                }
-                6 => {
-                    let mut field = Vec::new();
-                    soup_field(&mut rng, &mut field, 2);
-                    b.splice(at..at, field);
-                }
-                _ => {
-                    let end = (at + rng.below(8) as usize).min(b.len());
-                    let dup = b[at..end].to_vec();
-                    b.splice(at..at, dup);
+    for round in 0..rounds() {
+        let mut rng = seeded(0x0bad_cafe_0000_0002, round);
+        let mut pool: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..200 {
+            let m = gen_message(&mut rng);
+            let mut body = prost_reference::record(&m, rng.chance(2));
+            let prefix = body.len() - body_of(&body).len();
+            body.drain(..prefix);
+            pool.push(body);
+        }
+        for _ in 0..200_000 {
+            let mut b = rng.pick(&pool).clone();
+            for _ in 0..1 + rng.below(3) {
+                let at = if b.is_empty() {
+                    0
+                } else {
+                    rng.below(b.len() as u64 + 1) as usize
+                };
+                match rng.below(8) {
+                    0 if at < b.len() => b[at] ^= 1 << rng.below(8),
+                    1 if at < b.len() => b[at] = rng.next() as u8,
+                    2 => b.insert(at, rng.next() as u8),
+                    3 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    4 => b.truncate(at),
+                    5 => {
+                        let other = rng.pick(&pool);
+                        let from = rng.below(other.len() as u64 + 1) as usize;
+                        b.splice(at..at, other[from..].iter().copied());
+                    }
+                    6 => {
+                        let mut field = Vec::new();
+                        soup_field(&mut rng, &mut field, 2);
+                        b.splice(at..at, field);
+                    }
+                    _ => {
+                        let end = (at + rng.below(8) as usize).min(b.len());
+                        let dup = b[at..end].to_vec();
+                        b.splice(at..at, dup);
+                    }
                 }
             }
+            check_body(&b);
         }
-        check_body(&b);
     }
 }
 
@@ -434,31 +453,35 @@ fn soup_field(rng: &mut Rng, out: &mut Vec<u8>, depth: u32) {
 
 #[test]
 fn field_soups_decode_as_prost_does() {
-    let mut rng = Rng(0xf1e1_d500_0000_0003);
-    for i in 0..150_000 {
-        let mut body = Vec::new();
-        for _ in 0..rng.below(6) {
-            soup_field(&mut rng, &mut body, 3);
-        }
-        check_body(&body);
-        // And inside each payload member (the nested decoders).
-        if i % 4 == 0 {
-            let mut framed = Vec::new();
-            put_key(&mut framed, 10 + rng.below(4), 2);
-            put_varint(&mut framed, body.len() as u64);
-            framed.extend_from_slice(&body);
-            check_body(&framed);
+    for round in 0..rounds() {
+        let mut rng = seeded(0xf1e1_d500_0000_0003, round);
+        for i in 0..150_000 {
+            let mut body = Vec::new();
+            for _ in 0..rng.below(6) {
+                soup_field(&mut rng, &mut body, 3);
+            }
+            check_body(&body);
+            // And inside each payload member (the nested decoders).
+            if i % 4 == 0 {
+                let mut framed = Vec::new();
+                put_key(&mut framed, 10 + rng.below(4), 2);
+                put_varint(&mut framed, body.len() as u64);
+                framed.extend_from_slice(&body);
+                check_body(&framed);
+            }
         }
     }
 }
 
 #[test]
 fn random_bytes_decode_as_prost_does() {
-    let mut rng = Rng(0x1234_5678_9abc_def1);
-    for _ in 0..200_000 {
-        let len = rng.below(24) as usize;
-        let b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-        check_body(&b);
+    for round in 0..rounds() {
+        let mut rng = seeded(0x1234_5678_9abc_def1, round);
+        for _ in 0..200_000 {
+            let len = rng.below(24) as usize;
+            let b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            check_body(&b);
+        }
     }
 }
 

@@ -380,30 +380,35 @@ pub fn deadline_after(after: Duration) -> Option<Instant> {
 /// path can be tested and fuzzed without sockets.
 pub fn decode_received(
     record: &[u8],
-    fds: Vec<OwnedFd>,
+    mut fds: Vec<OwnedFd>,
     limits: &Limits,
 ) -> Result<Received, TransportError> {
     let mut out = Received {
         msg: SyncMessage::default(),
         fd: None,
     };
-    decode_received_into(record, fds, limits, &mut out)?;
+    decode_received_into(record, &mut fds, limits, &mut out)?;
     Ok(out)
 }
 
 /// [`decode_received`] into `out` (a default message and no fd), so the
 /// receive path builds the message where it returns it: `Received` is
-/// large, and every move is a copy.
+/// large, and every move is a copy. `fds` is left empty (its allocation is
+/// reused): the message's fd moved into `out`, every other one closed.
 #[inline]
 fn decode_received_into(
     record: &[u8],
-    mut fds: Vec<OwnedFd>,
+    fds: &mut Vec<OwnedFd>,
     limits: &Limits,
     out: &mut Received,
 ) -> Result<(), TransportError> {
-    native::decode_into(record, fds.len(), limits, &mut out.msg).map_err(TransportError::Decode)?;
-    out.fd = fds.pop();
-    Ok(())
+    let res = native::decode_into(record, fds.len(), limits, &mut out.msg);
+    if res.is_ok() {
+        // A valid message came with at most one fd.
+        out.fd = fds.pop();
+    }
+    fds.clear();
+    res.map_err(TransportError::Decode)
 }
 
 /// One message received by [`SyncSocket::recv`], with the fd that rode in
@@ -440,6 +445,8 @@ pub struct SyncSocket {
     peer_pidfd: Option<OwnedFd>,
     send_buf: BytesMut,
     recv_buf: Vec<u8>,
+    /// The received fds' Vec, reused (always empty between receives).
+    recv_fds: Vec<OwnedFd>,
     write_shut: bool,
     wire: Wire,
     #[cfg(feature = "runc-compat")]
@@ -480,6 +487,7 @@ impl SyncSocket {
             peer_pidfd: None,
             send_buf: BytesMut::new(),
             recv_buf: Vec::new(),
+            recv_fds: Vec::new(),
             write_shut: false,
             wire: Wire::Native,
             #[cfg(feature = "runc-compat")]
@@ -807,7 +815,9 @@ impl SyncSocket {
     /// the blocking path: `Received` is large, and each move is a copy).
     fn recv_native_record(&mut self, attempt: Attempt) -> Result<Received, TransportError> {
         let mut buf = std::mem::take(&mut self.recv_buf);
-        // The result is built in place and returned as it is (no copy).
+        let mut fds = std::mem::take(&mut self.recv_fds);
+        // The result is built first and the codec decodes into it: one
+        // copy is left, at the return.
         let mut ret = Ok(Received {
             msg: SyncMessage::default(),
             fd: None,
@@ -816,10 +826,13 @@ impl SyncSocket {
         // (naming the message type) instead of a bare control truncation.
         let res = match (
             &mut ret,
-            recv_raw(self.io(), &mut buf, MAX_FDS_PER_RECORD, attempt),
+            recv_raw(self.io(), &mut buf, MAX_FDS_PER_RECORD, attempt, &mut fds),
         ) {
-            (Ok(out), Ok(Some(rec))) => {
-                decode_received_into(&buf[..rec.len], rec.fds, &self.limits, out)
+            (Ok(out), Ok(Some(mut rec))) => {
+                let res = decode_received_into(&buf[..rec.len], &mut rec.fds, &self.limits, out);
+                // Emptied above: keep its allocation for the next record.
+                self.recv_fds = rec.fds;
+                res
             }
             (_, Ok(_)) => Err(TransportError::WouldBlock),
             (_, Err(e)) => Err(e),
@@ -948,7 +961,7 @@ impl SyncSocket {
         attempt: Attempt,
     ) -> Result<Option<RawRecord>, TransportError> {
         let max_fds = max_fds.min(MAX_RECV_FDS);
-        let Some(rec) = recv_raw(self.io(), buf, max_fds, attempt)? else {
+        let Some(rec) = recv_raw(self.io(), buf, max_fds, attempt, &mut Vec::new())? else {
             return Ok(None);
         };
         if rec.fds.len() > max_fds {
@@ -989,7 +1002,9 @@ struct Io<'a> {
 }
 
 /// One record with up to `max_fds + SPARE_FDS` fds, fds not yet counted;
-/// `Ok(None)` only for [`Attempt::Once`] with nothing queued.
+/// `Ok(None)` only for [`Attempt::Once`] with nothing queued. The record's
+/// `fds` is the (empty) Vec passed in as `fds`, taken: a caller may reuse
+/// its allocation.
 ///
 /// Checks, in this order (docs/PROTOCOL.md §8): a zero-length record is
 /// end-of-file ([`TransportError::PeerClosed`]) unless fds came with it or
@@ -1001,6 +1016,7 @@ fn recv_raw(
     buf: &mut Vec<u8>,
     max_fds: usize,
     attempt: Attempt,
+    fds: &mut Vec<OwnedFd>,
 ) -> Result<Option<RawRecord>, TransportError> {
     let max = io.max;
     // Taken at the first wait only: no clock read on the fast path.
@@ -1019,7 +1035,7 @@ fn recv_raw(
         if polled {
             wait(io, PollFlags::IN, deadline, &mut start)?;
         }
-        let out = match sys::recvmsg(io.fd, buf, max, &mut ctrl, ctrl_bytes, flags) {
+        let out = match sys::recvmsg(io.fd, buf, max, &mut ctrl, ctrl_bytes, flags, fds) {
             Ok(out) => out,
             Err(e) => {
                 buf.clear();

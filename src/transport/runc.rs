@@ -174,7 +174,7 @@ impl SyncSocket {
                 // The JSON record carries no fd: room for SPARE_FDS anyway,
                 // so a few stray fds are seen (and closed) rather than
                 // dropped unseen.
-                let Some(rec) = recv_raw(self.io(), buf, 0, attempt)? else {
+                let Some(rec) = recv_raw(self.io(), buf, 0, attempt, &mut Vec::new())? else {
                     return Ok(None);
                 };
                 // The layout this socket speaks is the one a request must have.
@@ -207,7 +207,7 @@ impl SyncSocket {
             }
         };
         let ty = header.message_type();
-        let mut rec = match recv_raw(self.io(), buf, 1, attempt) {
+        let mut rec = match recv_raw(self.io(), buf, 1, attempt, &mut Vec::new()) {
             Ok(Some(rec)) => rec,
             // Not here yet (single attempt), or not before the deadline:
             // keep the header; the next receive resumes with the fd record.

@@ -101,7 +101,9 @@ pub(crate) struct RecvOutcome {
 /// `flags` always gets `MSG_CMSG_CLOEXEC | MSG_TRUNC` added. On success
 /// `buf.len()` is the number of bytes stored (at most `max`) and every fd
 /// the kernel installed is in the returned `fds`, even when `MSG_CTRUNC`
-/// is set, so dropping the outcome closes them all.
+/// is set, so dropping the outcome closes them all. The returned `fds` is
+/// the Vec passed in as `fds` (taken, so a caller can reuse its
+/// allocation: the receive path keeps one per socket).
 pub(crate) fn recvmsg(
     fd: BorrowedFd<'_>,
     buf: &mut Vec<u8>,
@@ -109,6 +111,7 @@ pub(crate) fn recvmsg(
     ctrl: &mut RecvCtrl,
     ctrl_bytes: usize,
     flags: i32,
+    fds: &mut Vec<OwnedFd>,
 ) -> io::Result<RecvOutcome> {
     buf.clear();
     buf.reserve_exact(max);
@@ -142,11 +145,13 @@ pub(crate) fn recvmsg(
     // only `max` bytes were copied); `max <= buf.capacity()`.
     unsafe { buf.set_len(len.min(max)) };
     let used = (msg.msg_controllen as usize).min(ctrl_bytes);
-    let (fds, unexpected) = take_control(&ctrl.0[..used]);
+    // Anything left in `fds` belongs to no record: close it.
+    fds.clear();
+    let unexpected = take_control_into(&ctrl.0[..used], fds);
     Ok(RecvOutcome {
         len,
         flags: msg.msg_flags,
-        fds,
+        fds: std::mem::take(fds),
         unexpected,
     })
 }
@@ -164,8 +169,7 @@ pub(crate) fn recvmsg(
 /// stay installed and unreachable — which is why every known fd-carrying
 /// kind is listed here and an unknown one is an error that ends the
 /// conversation.
-fn take_control(ctrl: &[u8]) -> (Vec<OwnedFd>, Option<(i32, i32)>) {
-    let mut fds = Vec::new();
+fn take_control_into(ctrl: &[u8], fds: &mut Vec<OwnedFd>) -> Option<(i32, i32)> {
     let mut unexpected = None;
     let mut off = 0;
     while off + CMSG_HDR <= ctrl.len() {
@@ -190,7 +194,7 @@ fn take_control(ctrl: &[u8]) -> (Vec<OwnedFd>, Option<(i32, i32)>) {
         let data_start = (off + cmsg_align(CMSG_HDR)).min(off + len);
         let data = &ctrl[data_start..off + len];
         match (level, kind) {
-            (libc::SOL_SOCKET, libc::SCM_RIGHTS) => own_fds(data, &mut fds),
+            (libc::SOL_SOCKET, libc::SCM_RIGHTS) => own_fds(data, fds),
             (libc::SOL_SOCKET, SCM_PIDFD) => {
                 // A pidfd is not a protocol fd: own it, then close it at once.
                 let mut pidfd = Vec::new();
@@ -203,6 +207,14 @@ fn take_control(ctrl: &[u8]) -> (Vec<OwnedFd>, Option<(i32, i32)>) {
         }
         off += cmsg_align(len);
     }
+    unexpected
+}
+
+/// [`take_control_into`] into a new Vec.
+#[cfg(test)]
+fn take_control(ctrl: &[u8]) -> (Vec<OwnedFd>, Option<(i32, i32)>) {
+    let mut fds = Vec::new();
+    let unexpected = take_control_into(ctrl, &mut fds);
     (fds, unexpected)
 }
 

@@ -143,6 +143,17 @@ impl<'a> Rd<'a> {
     /// A field key: `(field number, wire type)`.
     #[inline]
     fn key(&mut self) -> R<(u32, u8)> {
+        // Every key of the schema is one byte.
+        if let Some(&k) = self.b.first() {
+            if (8..0x80).contains(&k) && k & 7 <= FIXED32 {
+                self.b = &self.b[1..];
+                return Ok((u32::from(k >> 3), k & 7));
+            }
+        }
+        self.key_long()
+    }
+
+    fn key_long(&mut self) -> R<(u32, u8)> {
         let k = self.varint()?;
         if k > u64::from(u32::MAX) {
             return bad("key above 2^32-1");
@@ -185,19 +196,19 @@ impl<'a> Rd<'a> {
             return wrong_wire_type(field);
         }
         let raw = at(field, self.bytes())?;
-        let Ok(s) = std::str::from_utf8(raw) else {
-            return Err(Malformed {
+        // Checked on the heap copy: its alignment lets the UTF-8 check take
+        // its word-at-a-time ASCII path (the bytes in the record are not
+        // aligned), and the one allocation is exactly the string's length.
+        match String::from_utf8(raw.to_vec()) {
+            Ok(s) => {
+                *out = s;
+                Ok(())
+            }
+            Err(_) => Err(Malformed {
                 reason: "not UTF-8",
                 field,
-            });
-        };
-        if out.capacity() == 0 {
-            *out = s.to_owned();
-        } else {
-            out.clear();
-            out.push_str(s);
+            }),
         }
-        Ok(())
     }
 
     /// An embedded message's bytes and the level its fields are read at.
@@ -306,6 +317,9 @@ fn merge_sync(m: &mut SyncMessage, mut r: Rd<'_>, ctx: u32) -> R<()> {
     Ok(())
 }
 
+// Not inlined: one function per message keeps each loop small (inlined
+// into one, the field addresses of every message were set up per record).
+#[inline(never)]
 fn merge_error(m: &mut ErrorInfo, mut r: Rd<'_>, ctx: u32) -> R<()> {
     while r.more() {
         match r.key()? {
@@ -316,6 +330,7 @@ fn merge_error(m: &mut ErrorInfo, mut r: Rd<'_>, ctx: u32) -> R<()> {
     Ok(())
 }
 
+#[inline(never)]
 fn merge_mount(m: &mut Mount, mut r: Rd<'_>, ctx: u32) -> R<()> {
     while r.more() {
         let (tag, wt) = r.key()?;
@@ -361,6 +376,7 @@ fn merge_mount(m: &mut Mount, mut r: Rd<'_>, ctx: u32) -> R<()> {
     Ok(())
 }
 
+#[inline(never)]
 fn merge_mount_attr(m: &mut MountAttr, mut r: Rd<'_>, ctx: u32) -> R<()> {
     while r.more() {
         let (tag, wt) = r.key()?;
@@ -375,6 +391,7 @@ fn merge_mount_attr(m: &mut MountAttr, mut r: Rd<'_>, ctx: u32) -> R<()> {
     Ok(())
 }
 
+#[inline(never)]
 fn merge_id_mapping(m: &mut IdMapping, mut r: Rd<'_>, ctx: u32) -> R<()> {
     while r.more() {
         let (tag, wt) = r.key()?;
@@ -399,6 +416,7 @@ fn merge_id_mapping(m: &mut IdMapping, mut r: Rd<'_>, ctx: u32) -> R<()> {
     Ok(())
 }
 
+#[inline(never)]
 fn merge_id_map(m: &mut IdMap, mut r: Rd<'_>, ctx: u32) -> R<()> {
     while r.more() {
         let (tag, wt) = r.key()?;
@@ -412,6 +430,7 @@ fn merge_id_map(m: &mut IdMap, mut r: Rd<'_>, ctx: u32) -> R<()> {
     Ok(())
 }
 
+#[inline(never)]
 fn merge_mount_fd(m: &mut MountFdInfo, mut r: Rd<'_>, ctx: u32) -> R<()> {
     while r.more() {
         let (tag, wt) = r.key()?;
@@ -424,6 +443,7 @@ fn merge_mount_fd(m: &mut MountFdInfo, mut r: Rd<'_>, ctx: u32) -> R<()> {
     Ok(())
 }
 
+#[inline(never)]
 fn merge_seccomp(m: &mut SeccompInfo, mut r: Rd<'_>, ctx: u32) -> R<()> {
     while r.more() {
         let (tag, wt) = r.key()?;

@@ -239,11 +239,12 @@ fn check_no_nul(s: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Whether `b` holds a zero byte. A reduction without an early exit: no
-/// set-up cost, a few instructions a byte (paths are short, and this runs on
-/// every send and receive, where `memchr`'s set-up cost dominated).
+/// Whether `b` holds a zero byte: whether its smallest byte is zero. A
+/// minimum without an early exit has no set-up cost (paths are short, and
+/// this runs on every send and receive, where `memchr`'s set-up cost
+/// dominated; an eight-bytes-at-a-time word check measured no better).
 fn has_nul(b: &[u8]) -> bool {
-    b.iter().fold(false, |nul, &x| nul | (x == 0))
+    b.iter().fold(u8::MAX, |min, &x| min.min(x)) == 0
 }
 
 fn check_abs_path(s: &str) -> Result<(), &'static str> {

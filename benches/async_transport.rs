@@ -12,26 +12,17 @@
 mod common;
 
 use std::hint::black_box;
-use std::os::fd::AsFd;
 use std::time::Instant;
 
-use common::{cpu_ns, median, pin, pin_from_env, reply, request, Peer, PEER_VAR};
+use common::{answer_mounts, cpu_ns, median, pin, pin_from_env, request, Peer, PEER_VAR};
 use procsync::transport::tokio::AsyncSocket;
-use procsync::transport::{SyncSocket, TransportError};
+use procsync::transport::SyncSocket;
 
 fn peer() {
     pin_from_env();
     // SAFETY: first thing in this process's main; the fd is ours alone.
     let mut sock = unsafe { SyncSocket::from_env() }.expect("peer: from_env");
-    let file = std::fs::File::open("/dev/null").unwrap();
-    let reply = reply();
-    loop {
-        match sock.recv() {
-            Ok(_) => sock.send(&reply, Some(file.as_fd())).unwrap(),
-            Err(TransportError::PeerClosed) => break,
-            Err(e) => panic!("peer: {e}"),
-        }
-    }
+    answer_mounts(&mut sock);
 }
 
 /// Wall and CPU ns per round trip of `n` runs of `f` (after a warm-up).

@@ -19,10 +19,10 @@ use std::hint::black_box;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use common::{measure, median, pin, pin_from_env, reply, request, Peer, PEER_VAR};
+use common::{answer_mounts, measure, median, pin, pin_from_env, reply, request, Peer, PEER_VAR};
 use criterion::Criterion;
 use procsync::schema::SyncMessage;
-use procsync::transport::{SyncSocket, TransportError, Wire};
+use procsync::transport::{SyncSocket, Wire};
 use procsync::wire::runc::MountShape;
 
 fn wire_of(name: &str) -> Wire {
@@ -41,15 +41,7 @@ fn peer(wire: &str) {
     let mut sock = unsafe { SyncSocket::from_env() }
         .expect("peer: from_env")
         .with_wire(wire_of(wire));
-    let file = std::fs::File::open("/dev/null").unwrap();
-    let reply = reply();
-    loop {
-        match sock.recv() {
-            Ok(_) => sock.send(&reply, Some(file.as_fd())).unwrap(),
-            Err(TransportError::PeerClosed) => break,
-            Err(e) => panic!("peer: {e}"),
-        }
-    }
+    answer_mounts(&mut sock);
 }
 
 /// One round trip: send MountPlease, receive MountFd and its fd.

@@ -18,10 +18,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{measure, median, pin, pin_from_env, reply, request, Peer, PEER_VAR};
+use common::{answer_mounts, measure, median, pin, pin_from_env, reply, request, Peer, PEER_VAR};
 use criterion::Criterion;
 use procsync::schema::SyncMessage;
-use procsync::transport::{SyncSocket, TransportError};
+use procsync::transport::SyncSocket;
 use procsync::wire::{native, Limits};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -72,19 +72,10 @@ fn peer(mode: &str) {
     pin_from_env();
     // SAFETY: a spawned peer: the fd was handed to it, and no other thread uses the environment yet.
     let mut sock = unsafe { SyncSocket::from_env() }.expect("peer: from_env");
-    let file = std::fs::File::open("/dev/null").unwrap();
     match mode {
-        "procsync" => {
-            let reply = reply();
-            loop {
-                match sock.recv() {
-                    Ok(_) => sock.send(&reply, Some(file.as_fd())).unwrap(),
-                    Err(TransportError::PeerClosed) => break,
-                    Err(e) => panic!("peer: {e}"),
-                }
-            }
-        }
+        "procsync" => answer_mounts(&mut sock),
         _ => {
+            let file = std::fs::File::open("/dev/null").unwrap();
             let reply = encoded(&reply(), true);
             let mut buf = vec![0u8; Limits::default().max_record()];
             loop {

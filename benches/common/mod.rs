@@ -33,6 +33,21 @@ pub fn reply() -> SyncMessage {
     SyncMessage::mount_fd(MountSourceKind::OpenTree, SOURCE)
 }
 
+/// The procsync peer's loop: answers every request on `sock` with
+/// [`reply`] and one fd (`/dev/null`) until the other end closes.
+pub fn answer_mounts(sock: &mut SyncSocket) {
+    use std::os::fd::AsFd;
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let reply = reply();
+    loop {
+        match sock.recv() {
+            Ok(_) => sock.send(&reply, Some(file.as_fd())).unwrap(),
+            Err(procsync::transport::TransportError::PeerClosed) => break,
+            Err(e) => panic!("peer: {e}"),
+        }
+    }
+}
+
 /// Pins the calling thread to `cpu`.
 pub fn pin(cpu: usize) {
     let mut set = rustix::thread::CpuSet::new();
